@@ -1,0 +1,141 @@
+"""Identity -> facility account -> proposals, for every authenticator.
+
+Authenticators own one :class:`ProposalMapping` (composition, not inheritance) and
+call it from their hooks: :meth:`ProposalMapping.auth_model` when someone signs
+in, :meth:`ProposalMapping.refresh` from ``refresh_user``.
+"""
+
+from __future__ import annotations
+
+from traitlets import Bool, Set, Type, Unicode
+from traitlets.config import LoggingConfigurable
+from tornado import web
+
+from daas_hub.access import decide_access, make_auth_state, proposal_groups, read_auth_state
+from daas_hub.errors import SourceUnavailable
+from daas_hub.model import Identity
+from daas_hub.sources import ProposalSource, YamlProposalSource
+
+
+class ProposalMapping(LoggingConfigurable):
+    """Maps a signed-in identity to a facility account and its proposals."""
+
+    source_class = Type(
+        YamlProposalSource,
+        klass=ProposalSource,
+        config=True,
+        help="""The proposal source: where accounts and proposals are read.
+
+        Example: ``c.ProposalMapping.source_class = "daas_hub.sources.YamlProposalSource"``
+        (configure it with ``c.YamlProposalSource.path``).
+        """,
+    )
+
+    facility_name = Unicode(
+        "the facility",
+        config=True,
+        help="""The facility's name, as shown to users in messages.
+
+        Example: ``"ESRF"``
+        """,
+    )
+
+    contact = Unicode(
+        "the facility's user office",
+        config=True,
+        help="""Whom users should contact about access, as shown in refusal messages.
+
+        Example: ``"the User Office (useroffice@example.org)"``
+        """,
+    )
+
+    staff_without_proposal = Bool(
+        True,
+        config=True,
+        help="""Let accounts with the staff or admin role have sessions without a proposal.""",
+    )
+
+    admin_roles = Set(
+        {"admin"},
+        config=True,
+        help="""Account roles that make a user a JupyterHub admin.
+
+        Example: ``{"admin"}``; an empty set leaves admin rights to ``Authenticator.admin_users``.
+        """,
+    )
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.source = self.source_class(parent=self)
+
+    def check(self) -> None:
+        """Check the source's configuration (raises SettingsError)."""
+        self.source.check()
+
+    def _refuse(self, message: str, reason: str) -> web.HTTPError:
+        err = web.HTTPError(403, "login refused (%s)", reason)
+        err.jupyterhub_message = message
+        return err
+
+    async def auth_model(self, identity: Identity, *, name: str, who: str | None = None) -> dict:
+        """The auth model for ``identity`` signing in as hub user ``name``.
+
+        Raises an HTTP 403 whose message says why and whom to contact when the
+        person may not have a session, and 503 when the catalogue does not answer.
+        """
+        who = who or identity.email or identity.username or identity.subject
+        try:
+            account = await self.source.resolve_account(identity)
+            proposals = await self.source.proposals_for(account) if account else []
+        except SourceUnavailable as e:
+            self.log.error("Proposal source unavailable during login of %s: %s", name, e)
+            err = web.HTTPError(503)
+            err.jupyterhub_message = (
+                f"The proposal catalogue of {self.facility_name} did not answer, so we cannot "
+                f"tell which proposals you are on. Please try again in a few minutes; if it "
+                f"persists, contact {self.contact}."
+            )
+            raise err from None
+        decision = decide_access(
+            account, proposals, facility=self.facility_name, contact=self.contact, who=who,
+            staff_without_proposal=self.staff_without_proposal,
+        )
+        if not decision.allowed:
+            self.log.info("Refusing %s: %s", name, decision.reason)
+            raise self._refuse(decision.message, decision.reason)
+        return {
+            "name": name,
+            "admin": bool(account.roles & self.admin_roles) or None,
+            "groups": proposal_groups(proposals, account.username),
+            "auth_state": make_auth_state(account, proposals),
+        }
+
+    async def refresh(self, auth_state: dict | None, *, name: str) -> dict | bool:
+        """New auth data for ``refresh_user``.
+
+        Returns an auth model update, ``False`` if the person must sign in again
+        (e.g. removed from every proposal: the login then says why), or the last
+        known state marked stale when the catalogue does not answer.
+        """
+        known = read_auth_state(auth_state)
+        if known is None:
+            return False
+        account, last = known
+        try:
+            fresh = await self.source.resolve_account(
+                Identity(provider="facility", subject=account.username, username=account.username)
+            )
+            proposals = await self.source.proposals_for(fresh) if fresh else []
+        except SourceUnavailable as e:
+            self.log.warning("Proposal source unavailable; keeping %s's last known proposals: %s", name, e)
+            return {"auth_state": make_auth_state(account, last, stale=True)}
+        decision = decide_access(
+            fresh, proposals, facility=self.facility_name, contact=self.contact, who=name,
+            staff_without_proposal=self.staff_without_proposal,
+        )
+        if not decision.allowed:
+            return False
+        return {
+            "auth_state": make_auth_state(fresh, proposals),
+            "groups": proposal_groups(proposals, fresh.username),
+        }

@@ -1,0 +1,86 @@
+"""Who may have a session, and what the hub remembers about them.
+
+Pure functions shared by every authenticator and spawner: the access decision
+(proposal holders, staff, training participants) and the ``auth_state`` layout
+that carries the account and proposals from login to spawn.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from .model import Account, Proposal
+
+STATE_KEY = "daas"
+
+#: roles that may have a session without holding a proposal (when allowed)
+STAFF_ROLES = frozenset({"staff", "admin"})
+#: roles of people in a training session: they get a session without a proposal
+TRAINING_ROLES = frozenset({"instructor", "training"})
+
+
+@dataclass(frozen=True)
+class AccessDecision:
+    allowed: bool
+    reason: str  # short label: "proposal", "staff", "training", "no-account", "no-proposal"
+    message: str  # what the person reads
+
+
+def decide_access(
+    account: Account | None,
+    proposals: list[Proposal],
+    *,
+    facility: str,
+    contact: str,
+    who: str,
+    staff_without_proposal: bool = True,
+) -> AccessDecision:
+    """May ``account`` have a session? ``who`` is how the person signed in."""
+    if account is None:
+        return AccessDecision(
+            False, "no-account",
+            f"You signed in as {who}, but that identity is not linked to an account at "
+            f"{facility}, so there is no data here for you to analyse. If you hold or "
+            f"joined a proposal at {facility}, ask {contact} to link this identity to it.",
+        )
+    if any(p.role_of(account.username) for p in proposals):
+        return AccessDecision(True, "proposal", "")
+    if staff_without_proposal and account.roles & STAFF_ROLES:
+        return AccessDecision(True, "staff", "")
+    if account.roles & TRAINING_ROLES:
+        return AccessDecision(True, "training", "")
+    return AccessDecision(
+        False, "no-proposal",
+        f"You are signed in as {who} (account {account.username}), but you are not on any "
+        f"proposal at {facility}, so no session was started. If you should be on a "
+        f"proposal, ask its principal investigator to add you, or contact {contact}.",
+    )
+
+
+def make_auth_state(
+    account: Account, proposals: list[Proposal], *, now: datetime | None = None, stale: bool = False
+) -> dict:
+    """The ``auth_state`` entry for ``account``; ``stale`` marks a catalogue outage."""
+    now = now or datetime.now(timezone.utc)
+    return {
+        STATE_KEY: {
+            "account": account.to_dict(),
+            "proposals": [p.to_dict() for p in proposals],
+            "fetched_at": now.isoformat(),
+            "stale": stale,
+        }
+    }
+
+
+def read_auth_state(auth_state: dict | None) -> tuple[Account, list[Proposal]] | None:
+    """``(account, proposals)`` from ``auth_state``, or None if it has none."""
+    entry = (auth_state or {}).get(STATE_KEY)
+    if not entry:
+        return None
+    return Account.from_dict(entry["account"]), [Proposal.from_dict(p) for p in entry["proposals"]]
+
+
+def proposal_groups(proposals: list[Proposal], username: str) -> list[str]:
+    """JupyterHub group names, one per proposal the user is on."""
+    return sorted(f"proposal-{p.id}" for p in proposals if p.role_of(username))

@@ -1,0 +1,145 @@
+"""Wire a JupyterHub from the site settings file.
+
+``jupyterhub_config.py`` calls :func:`configure_hub`; everything it sets is an
+ordinary traitlet, so the admin can override any of it after the call.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import secrets
+import sys
+from importlib import resources
+from pathlib import Path
+
+from .errors import SettingsError
+from .profiles import load_catalogue
+from .settings import SETTINGS_ENV, Settings, load_settings
+from .sources import SOURCE_KINDS
+
+DEMO_DIR_ENV = "DAAS_HUB_DEMO_DIR"
+DEFAULT_DEMO_DIR = "/var/lib/daas-hub/demo"
+
+
+def templates_dir() -> str:
+    return str(resources.files("daas_hub").joinpath("templates"))
+
+
+def _crypt_key(settings: Settings) -> list[str] | None:
+    """The auth_state encryption key: from the environment, or the demo's own file."""
+    if os.environ.get("JUPYTERHUB_CRYPT_KEY"):
+        return None  # JupyterHub reads it itself
+    if not settings.demo:
+        raise SettingsError(
+            settings.file, "(environment)", "JUPYTERHUB_CRYPT_KEY is not set, and daas-hub keeps "
+            "each user's account and proposals encrypted in auth_state",
+            "generate a key with `openssl rand -hex 32` and set JUPYTERHUB_CRYPT_KEY in the hub's "
+            "environment (docs/settings.md#encryption)",
+        )
+    path = Path(settings.data_dir) / "crypt_key"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_hex(32))
+    return [path.read_text().strip()]
+
+
+def check_site(settings: Settings):
+    """Load everything the settings point at; raise SettingsError on the first problem."""
+    source_class = SOURCE_KINDS[settings.source_kind]
+    source = source_class(path=settings.source_path or "")
+    source.check()
+    catalogue = load_catalogue(settings.profile_catalogue)
+    if settings.profiles_enabled is not None:
+        catalogue = catalogue.select(
+            list(settings.profiles_enabled), entry="profiles > enabled", settings_file=settings.file
+        )
+    return source, catalogue
+
+
+def _demo_users(source) -> list[dict]:
+    users = []
+    for account in source.accounts():
+        users.append({"name": account.username, "display_name": account.display_name,
+                      "roles": sorted(account.roles)})
+    return users
+
+
+def apply_settings(c, settings: Settings) -> None:
+    """Set the traitlets for ``settings`` on the config object ``c``."""
+    source, catalogue = check_site(settings)
+
+    c.JupyterHub.bind_url = settings.hub_url
+    data_dir = Path(settings.data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    c.JupyterHub.db_url = f"sqlite:///{data_dir / 'jupyterhub.sqlite'}"
+    c.JupyterHub.cookie_secret_file = str(data_dir / "jupyterhub_cookie_secret")
+    c.JupyterHub.template_paths = [templates_dir()]
+
+    keys = _crypt_key(settings)
+    if keys:
+        c.CryptKeeper.keys = keys
+
+    # login
+    c.JupyterHub.authenticator_class = "daas-demo"
+    c.ProposalMapping.source_class = SOURCE_KINDS[settings.source_kind]
+    c.ProposalMapping.facility_name = settings.facility_name
+    c.ProposalMapping.contact = settings.contact
+    c.ProposalMapping.staff_without_proposal = settings.staff_without_proposal
+    if settings.source_kind == "yaml":
+        c.YamlProposalSource.path = settings.source_path
+
+    # sessions
+    c.JupyterHub.spawner_class = "daas-local"
+    c.LocalSpawner.facility_name = settings.facility_name
+    c.LocalSpawner.contact = settings.contact
+    if settings.data_portal_url:
+        c.LocalSpawner.data_portal_url = settings.data_portal_url
+    run_as = settings.run_as
+    if run_as and os.geteuid() != 0:
+        # without root the hub cannot switch accounts: sessions run as the hub's user
+        run_as = getpass.getuser()
+    if run_as:
+        c.LocalSpawner.run_as = run_as
+    if settings.home_root:
+        c.LocalSpawner.home_root = settings.home_root
+
+    template_vars = {
+        "daas_facility": settings.facility_name,
+        "daas_contact": settings.contact,
+        "daas_profiles": [p.name for p in catalogue.profiles],
+    }
+    if settings.demo:
+        template_vars["daas_demo_users"] = _demo_users(source)
+        note = (
+            f"Demo mode: sample users sign in without a password. Every session runs as the "
+            f"local account <code>{run_as}</code>, with its own home under {settings.home_root}."
+            if run_as else "Demo mode: sample users sign in without a password."
+        )
+        template_vars["announcement"] = note
+    c.JupyterHub.template_vars = template_vars
+
+
+def configure_hub(c, settings_path: str | None = None, *, exit_on_error: bool = True) -> Settings | None:
+    """Configure the hub from ``settings_path`` (or ``$DAAS_HUB_SETTINGS``).
+
+    With neither, prepare the demo site (``$DAAS_HUB_DEMO_DIR``, default
+    ``/var/lib/daas-hub/demo``) and run it. A settings problem stops the hub with
+    a message naming the file, the entry and the fix.
+    """
+    try:
+        path = settings_path or os.environ.get(SETTINGS_ENV)
+        if not path:
+            from .demo import ensure_demo_site
+
+            path = str(ensure_demo_site(os.environ.get(DEMO_DIR_ENV, DEFAULT_DEMO_DIR)))
+        settings = load_settings(path)
+        apply_settings(c, settings)
+        return settings
+    except SettingsError as e:
+        if not exit_on_error:
+            raise
+        print(f"daas-hub cannot start: {e}", file=sys.stderr)
+        raise SystemExit(2) from None

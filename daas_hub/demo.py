@@ -1,0 +1,166 @@
+"""The embedded demo: a small sample facility on this machine.
+
+:func:`ensure_demo_site` writes, in one folder: ``site.yaml`` (the settings),
+``proposals.yaml`` (six accounts, five proposals on three beamlines: one shared by
+two users, one archived, one embargoed), real HDF5/NeXus sample data (a
+diffraction image stack with its pyFAI geometry, XRF maps, tomography
+projections), per-user homes and the hub's own files. Started as root, it
+creates the unprivileged account ``daas-demo`` that runs every session.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import subprocess
+from pathlib import Path
+
+import yaml
+
+DEMO_ACCOUNT = "daas-demo"
+#: bump when the generated site changes shape, to regenerate old demo folders
+SITE_VERSION = 1
+
+ACCOUNTS = [
+    {"username": "alice", "uid": 21001, "gid": 21001, "display_name": "Alice Ayrton",
+     "email": "alice@demo.invalid", "umbrella_id": "umbrella-alice-0001"},
+    {"username": "bob", "uid": 21002, "gid": 21002, "display_name": "Bob Bragg",
+     "email": "bob@demo.invalid", "umbrella_id": "umbrella-bob-0002"},
+    {"username": "carol", "uid": 21003, "gid": 21003, "display_name": "Carol Compton",
+     "email": "carol@demo.invalid"},
+    {"username": "dave", "uid": 21004, "gid": 21004, "display_name": "Dave Debye (beamline scientist)",
+     "email": "dave@demo.invalid", "roles": ["staff", "admin"]},
+    {"username": "erin", "uid": 21005, "gid": 21005, "display_name": "Erin Ewald (no proposal yet)",
+     "email": "erin@demo.invalid"},
+    {"username": "ivan", "uid": 21006, "gid": 21006, "display_name": "Ivan Ising (course instructor)",
+     "email": "ivan@demo.invalid", "roles": ["instructor"]},
+]
+
+PROPOSALS = [
+    {"id": "MX-1001", "title": "In situ powder diffraction of battery cathodes", "instrument": "ID11",
+     "state": "active",
+     "members": [{"username": "alice", "role": "pi"}, {"username": "bob", "role": "member"},
+                 {"username": "dave", "role": "local-contact"}],
+     "sessions": [{"start": "2026-11-02T08:00:00", "end": "2026-11-05T08:00:00"}],
+     "data": {"raw": "data/id11/MX-1001/raw", "processed": "data/id11/MX-1001/processed"}},
+    {"id": "EC-2002", "title": "XRF mapping of corroded bronze", "instrument": "ID21",
+     "state": "active",
+     "members": [{"username": "bob", "role": "pi"}],
+     "sessions": [{"start": "2026-10-14T08:00:00", "end": "2026-10-16T08:00:00"}],
+     "data": {"raw": "data/id21/EC-2002/raw", "processed": "data/id21/EC-2002/processed"}},
+    {"id": "HC-3003", "title": "Thermal expansion of zeolites (2021)", "instrument": "ID11",
+     "state": "archived",
+     "members": [{"username": "carol", "role": "pi"}, {"username": "alice", "role": "member"}],
+     "sessions": [{"start": "2021-03-01T08:00:00", "end": "2021-03-03T08:00:00"}],
+     "data": {"raw": "data/id11/HC-3003/raw", "processed": "data/id11/HC-3003/processed"}},
+    {"id": "LS-4004", "title": "Tomography of fossil teeth", "instrument": "BM05",
+     "state": "embargoed",
+     "members": [{"username": "carol", "role": "pi"}],
+     "sessions": [{"start": "2026-06-10T08:00:00", "end": "2026-06-12T08:00:00"}],
+     "data": {"raw": "data/bm05/LS-4004/raw", "processed": "data/bm05/LS-4004/processed"}},
+    {"id": "IH-5005", "title": "Trace elements in historic pigments", "instrument": "ID21",
+     "state": "active",
+     "members": [{"username": "alice", "role": "pi"}, {"username": "dave", "role": "local-contact"}],
+     "sessions": [{"start": "2026-11-20T08:00:00", "end": "2026-11-22T08:00:00"}],
+     "data": {"raw": "data/id21/IH-5005/raw", "processed": "data/id21/IH-5005/processed"}},
+]
+
+
+def site_settings(hub_url: str) -> dict:
+    return {
+        "demo": True,
+        "facility": {
+            "name": "DEMO Light Source",
+            "contact": "the DEMO User Office (useroffice@demo.invalid)",
+            "data_portal_url": "https://data.demo.invalid",
+        },
+        "proposal_source": {"kind": "yaml", "path": "proposals.yaml"},
+        "profiles": {"enabled": ["python", "diffraction", "spectroscopy"]},
+        "login": {"kind": "demo"},
+        "spawner": {"backend": "local", "local": {"run_as": DEMO_ACCOUNT, "home_root": "homes"}},
+        "hub": {"url": hub_url, "data_dir": "hub"},
+    }
+
+
+def ensure_account(name: str = DEMO_ACCOUNT) -> pwd.struct_passwd | None:
+    """Create the unprivileged session account (as root); None when not root."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        return pwd.getpwnam(name)
+    except KeyError:
+        pass
+    subprocess.run(
+        ["useradd", "--system", "--user-group", "--no-create-home", "--home-dir", "/nonexistent",
+         "--shell", "/bin/bash", "--comment", "daas-hub demo sessions", name],
+        check=True,
+    )
+    return pwd.getpwnam(name)
+
+
+def ensure_demo_site(folder: str | Path, *, hub_url: str = "http://127.0.0.1:8000", force: bool = False) -> Path:
+    """Generate the demo site in ``folder`` unless it is already there; return site.yaml."""
+    folder = Path(folder).resolve()
+    settings_file = folder / "site.yaml"
+    stamp = folder / ".daas-hub-demo"
+    if not force and settings_file.exists() and stamp.exists() and stamp.read_text().strip() == str(SITE_VERSION):
+        return settings_file
+    generate(folder, hub_url=hub_url)
+    return settings_file
+
+
+def _write_yaml(path: Path, data: dict, header: str) -> None:
+    path.write_text(header + yaml.safe_dump(data, sort_keys=False, width=100))
+
+
+def generate(folder: Path, *, hub_url: str) -> None:
+    account = ensure_account()
+    folder.mkdir(parents=True, exist_ok=True)
+    folder.chmod(0o755)  # session accounts traverse it to their homes and data
+    for parent in folder.parents:
+        if parent == Path("/"):
+            break
+        if os.stat(parent).st_mode & 0o001 == 0 and os.geteuid() == 0:
+            raise RuntimeError(
+                f"{parent} cannot be entered by other users, so demo sessions could not reach "
+                f"{folder}. Choose a demo folder under a world-searchable path (e.g. /var/lib/daas-hub)."
+            )
+    _write_yaml(folder / "site.yaml", site_settings(hub_url),
+                "# daas-hub demo site settings (docs/settings.md). Generated by `daas-hub demo`.\n")
+    _write_yaml(folder / "proposals.yaml",
+                {"facility": "DEMO Light Source", "accounts": ACCOUNTS, "proposals": PROPOSALS},
+                "# The demo facility's accounts and proposals (docs/proposals.md).\n")
+    (folder / "hub").mkdir(mode=0o700, exist_ok=True)
+    homes = folder / "homes"
+    homes.mkdir(mode=0o755, exist_ok=True)
+    write_sample_data(folder)
+    for p in PROPOSALS:
+        if p["state"] == "archived":
+            continue  # archived: nothing left on the online storage
+        processed = folder / p["data"]["processed"]
+        processed.mkdir(parents=True, exist_ok=True)
+        processed.chmod(0o2775)
+        if account is not None:
+            os.chown(processed, account.pw_uid, account.pw_gid)
+    (folder / ".daas-hub-demo").write_text(str(SITE_VERSION))
+
+
+def write_sample_data(folder: Path) -> None:
+    """Small but real HDF5/NeXus files (a few MB in all), made with a fixed seed."""
+    from . import sampledata
+
+    id11 = folder / "data/id11/MX-1001/raw"
+    id21 = folder / "data/id21/EC-2002/raw"
+    ih = folder / "data/id21/IH-5005/raw"
+    bm05 = folder / "data/bm05/LS-4004/raw"
+    for d in (id11, id21, ih, bm05):
+        d.mkdir(parents=True, exist_ok=True)
+    sampledata.diffraction_stack(id11 / "cathode_scan0001.h5", frames=8)
+    sampledata.poni_file(id11 / "geometry.poni")
+    sampledata.xrf_map(id21 / "bronze_xrf_map0001.h5", seed=2)
+    sampledata.xrf_map(ih / "pigment_xrf_map0001.h5", seed=5)
+    sampledata.tomo_projections(bm05 / "tooth_projections.h5")
+    for d in (id11, id21, ih, bm05):
+        d.chmod(0o755)
+        for f in d.iterdir():
+            f.chmod(0o444)  # raw data is read-only, even for its owner

@@ -1,0 +1,171 @@
+"""The facility's view of people and proposals, as plain frozen values.
+
+No JupyterHub imports: these values travel from a :class:`ProposalSource` through
+``auth_state`` (as dicts, see :meth:`Proposal.to_dict`) to the spawners.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import datetime
+
+
+class ProposalState(str, enum.Enum):
+    """Where a proposal is in its life.
+
+    ``active`` and ``embargoed`` proposals have their data mounted for the team
+    (the embargo only keeps the data from the public). ``archived`` data has left
+    the online storage: the proposal is listed, its data is not mounted, and the
+    user is told to restore it through the facility's data portal.
+    """
+
+    ACTIVE = "active"
+    EMBARGOED = "embargoed"
+    ARCHIVED = "archived"
+
+
+class MemberRole(str, enum.Enum):
+    """A person's role on a proposal."""
+
+    PI = "pi"
+    MEMBER = "member"
+    LOCAL_CONTACT = "local-contact"
+
+
+@dataclass(frozen=True)
+class Member:
+    username: str
+    role: MemberRole = MemberRole.MEMBER
+
+
+@dataclass(frozen=True)
+class Beamtime:
+    """One experimental session of a proposal on its instrument."""
+
+    start: datetime
+    end: datetime
+
+
+@dataclass(frozen=True)
+class DataLocations:
+    """Where a proposal's data lives on the facility storage.
+
+    ``raw`` is what the instrument wrote: always mounted read-only. ``processed``
+    is the team's shared, persistent, writable space.
+    """
+
+    raw: str | None = None
+    processed: str | None = None
+
+
+@dataclass(frozen=True)
+class Proposal:
+    id: str
+    title: str
+    instrument: str
+    facility: str
+    state: ProposalState = ProposalState.ACTIVE
+    members: tuple[Member, ...] = ()
+    sessions: tuple[Beamtime, ...] = ()
+    data: DataLocations = field(default_factory=DataLocations)
+
+    def role_of(self, username: str) -> MemberRole | None:
+        """The role ``username`` holds on this proposal, or None."""
+        for member in self.members:
+            if member.username == username:
+                return member.role
+        return None
+
+    @property
+    def mountable(self) -> bool:
+        return self.state is not ProposalState.ARCHIVED
+
+    def to_dict(self) -> dict:
+        """A JSON-ready dict (for ``auth_state``); :meth:`from_dict` reverses it."""
+        return {
+            "id": self.id,
+            "title": self.title,
+            "instrument": self.instrument,
+            "facility": self.facility,
+            "state": self.state.value,
+            "members": [{"username": m.username, "role": m.role.value} for m in self.members],
+            "sessions": [
+                {"start": s.start.isoformat(), "end": s.end.isoformat()} for s in self.sessions
+            ],
+            "data": {"raw": self.data.raw, "processed": self.data.processed},
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Proposal:
+        data = d.get("data") or {}
+        return cls(
+            id=str(d["id"]),
+            title=d.get("title", ""),
+            instrument=d.get("instrument", ""),
+            facility=d.get("facility", ""),
+            state=ProposalState(d.get("state", "active")),
+            members=tuple(
+                Member(m["username"], MemberRole(m.get("role", "member")))
+                for m in d.get("members", ())
+            ),
+            sessions=tuple(
+                Beamtime(_as_datetime(s["start"]), _as_datetime(s["end"]))
+                for s in d.get("sessions", ())
+            ),
+            data=DataLocations(raw=data.get("raw"), processed=data.get("processed")),
+        )
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who the identity provider says signed in.
+
+    ``provider`` names the login (``umbrella``, ``facility``, ``demo``); ``subject``
+    is the provider's stable id for the person, ``username`` and ``email`` are the
+    claims it released, when it released them.
+    """
+
+    provider: str
+    subject: str
+    username: str | None = None
+    email: str | None = None
+
+
+@dataclass(frozen=True)
+class Account:
+    """A facility account: the POSIX identity sessions run as, and its roles."""
+
+    username: str
+    uid: int | None = None
+    gid: int | None = None
+    roles: frozenset[str] = frozenset()
+    display_name: str = ""
+    email: str | None = None
+
+    def to_dict(self) -> dict:
+        return {
+            "username": self.username,
+            "uid": self.uid,
+            "gid": self.gid,
+            "roles": sorted(self.roles),
+            "display_name": self.display_name,
+            "email": self.email,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Account:
+        return cls(
+            username=d["username"],
+            uid=d.get("uid"),
+            gid=d.get("gid"),
+            roles=frozenset(d.get("roles", ())),
+            display_name=d.get("display_name", ""),
+            email=d.get("email"),
+        )
+
+
+def _as_datetime(value) -> datetime:
+    if isinstance(value, datetime):
+        return value
+    return datetime.fromisoformat(str(value))

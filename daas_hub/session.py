@@ -1,0 +1,101 @@
+"""Session start-up, run as the session's own user before the notebook server.
+
+``daas-hub-session COMMAND...`` lays out the proposals folder described by the
+mount plan in ``$DAAS_HUB_MOUNT_PLAN`` (JSON, computed by the hub), then replaces
+itself with ``COMMAND``. Running as the user, not as root, means a user's own
+symbolic links in their home can never steer a privileged write.
+
+What it manages: the symbolic links ``<root>/<id>/raw`` and ``processed`` and the
+``*-README.txt`` notices. It never deletes anything else: a proposal that was
+removed loses its links, and its folder only if nothing else is left in it.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from .mounts import MountPlan
+
+PLAN_ENV = "DAAS_HUB_MOUNT_PLAN"
+_LINK_NAMES = ("raw", "processed")
+_NOTICE_SUFFIX = "-README.txt"
+
+
+def _say(msg: str) -> None:
+    print(f"daas-hub-session: {msg}", file=sys.stderr, flush=True)
+
+
+def _clear_managed(folder: Path, keep: set[str]) -> None:
+    """Remove links and notices in ``folder`` that are not in ``keep``."""
+    for child in folder.iterdir():
+        if child.name in keep:
+            continue
+        if child.is_symlink() and child.name in _LINK_NAMES:
+            child.unlink()
+        elif child.name.endswith(_NOTICE_SUFFIX) and child.is_file() and not child.is_symlink():
+            child.unlink()
+
+
+def materialize(plan: MountPlan, home: Path) -> None:
+    """Make ``home/<plan.root>`` show exactly the plan's proposals."""
+    root = home / plan.root
+    if root.is_symlink() or (root.exists() and not root.is_dir()):
+        aside = root.with_name(root.name + ".moved-by-daas-hub")
+        _say(f"{root} was not a folder; moved it to {aside}")
+        root.rename(aside)
+    root.mkdir(mode=0o755, parents=True, exist_ok=True)
+
+    wanted: dict[str, set[str]] = {pid: set() for pid in plan.proposals}
+    for entry in (*plan.mounts, *plan.notices):
+        wanted.setdefault(entry.proposal, set()).add(Path(entry.path).name)
+
+    for child in root.iterdir():
+        if child.is_dir() and not child.is_symlink() and child.name not in wanted:
+            _clear_managed(child, keep=set())
+            try:
+                child.rmdir()
+            except OSError:
+                _say(f"kept {child}: you are no longer on proposal {child.name}, "
+                     "but the folder holds files of yours")
+    for pid, names in wanted.items():
+        folder = root / pid
+        folder.mkdir(mode=0o755, exist_ok=True)
+        _clear_managed(folder, keep=names)
+
+    for m in plan.mounts:
+        link = home / m.path
+        if link.is_symlink():
+            if os.readlink(link) == m.source:
+                continue
+            link.unlink()
+        elif link.exists():
+            _say(f"kept {link}: it is your own file or folder, not a link to the proposal data")
+            continue
+        link.symlink_to(m.source, target_is_directory=True)
+    for n in plan.notices:
+        path = home / n.path
+        if path.is_symlink():
+            path.unlink()
+        path.write_text(n.text, encoding="utf-8")
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["--"]:
+        argv = argv[1:]
+    if not argv:
+        _say("usage: daas-hub-session COMMAND [ARGS...]")
+        raise SystemExit(2)
+    text = os.environ.pop(PLAN_ENV, "")
+    if text:
+        try:
+            materialize(MountPlan.from_json(text), Path(os.path.expanduser("~")))
+        except (ValueError, KeyError, TypeError, OSError) as e:
+            _say(f"could not lay out the proposals folder ({e}); starting without it")
+    os.execvp(argv[0], argv)
+
+
+if __name__ == "__main__":
+    main()

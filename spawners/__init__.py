@@ -1,0 +1,1 @@
+"""Spawners for daas-hub (``daas_hub.spawners``)."""
