@@ -7,9 +7,9 @@ in, :meth:`ProposalMapping.refresh` from ``refresh_user``.
 
 from __future__ import annotations
 
+from tornado import web
 from traitlets import Bool, Set, Type, Unicode
 from traitlets.config import LoggingConfigurable
-from tornado import web
 
 from daas_hub.access import decide_access, make_auth_state, proposal_groups, read_auth_state
 from daas_hub.errors import SourceUnavailable

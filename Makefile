@@ -1,0 +1,106 @@
+# daas-hub: two commands on a fresh Debian machine, as root:
+#   make demo   installs everything the demo needs, then runs it in the foreground
+#   make test   installs everything the tests need, then runs them all
+#
+# Everything is installed under $(PREFIX) (a venv built with Debian's Python, the
+# node packages) so that the unprivileged accounts sessions run as can use it.
+
+PREFIX ?= /opt/daas-hub
+VENV := $(PREFIX)/venv
+NPM_DIR := $(PREFIX)/npm
+SYSTEM_PYTHON ?= /usr/bin/python3
+DEMO_DIR ?= /var/lib/daas-hub/demo
+DEMO_URL ?= http://127.0.0.1:8000
+PYTEST_ARGS ?=
+
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+export PATH := $(VENV)/bin:$(PATH)
+export DEBIAN_FRONTEND := noninteractive
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: demo test install-demo install-test apt-demo apt-test python-demo python-test node project lint lock clean
+
+demo: install-demo
+	$(VENV)/bin/daas-hub demo --dir $(DEMO_DIR) --url $(DEMO_URL) --config $(CURDIR)/jupyterhub_config.py
+
+test: install-test
+	$(VENV)/bin/ruff check .
+	cd $(CURDIR) && $(VENV)/bin/pytest $(PYTEST_ARGS)
+
+install-demo: apt-demo python-demo node project
+install-test: apt-demo apt-test python-test node project
+
+# -- system packages: apt-get update once, then install what is missing
+define apt_install
+	@pkgs=$$(grep -v '^\s*#' $(1) | xargs); \
+	missing=$$(for p in $$pkgs; do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done | xargs); \
+	if [ -n "$$missing" ]; then \
+	  echo "apt: installing $$missing"; \
+	  apt-get update -q; \
+	  apt-get install -y -q --no-install-recommends $$missing; \
+	fi; \
+	if ! command -v node >/dev/null || ! command -v npm >/dev/null; then \
+	  apt-get update -q; apt-get install -y -q --no-install-recommends nodejs npm; \
+	fi
+endef
+
+apt-demo:
+	$(call apt_install,requirements/apt-demo.txt)
+
+apt-test:
+	$(call apt_install,requirements/apt-test.txt)
+
+# -- Python: a venv with Debian's python3, world-readable, from the lock files
+$(VENV)/bin/python:
+	umask 022; install -d -m 0755 $(PREFIX)
+	umask 022; $(SYSTEM_PYTHON) -m venv $(VENV)
+
+define pip_lock
+	@stamp=$(VENV)/.$(1).sha; sum=$$(cat requirements/$(1) requirements/build.txt | sha256sum | cut -d' ' -f1); \
+	if [ "$$(cat $$stamp 2>/dev/null)" != "$$sum" ]; then \
+	  umask 022; \
+	  $(VENV)/bin/pip install -q -r requirements/build.txt; \
+	  $(VENV)/bin/pip install -q -r requirements/$(1); \
+	  echo $$sum > $$stamp; \
+	fi
+endef
+
+python-demo: $(VENV)/bin/python
+	$(call pip_lock,demo.lock)
+
+python-test: $(VENV)/bin/python
+	$(call pip_lock,test.lock)
+
+# -- node: configurable-http-proxy (and the tests' OpenID provider), from the lock
+node:
+	@if ! cmp -s package-lock.json $(NPM_DIR)/package-lock.json || [ ! -d $(NPM_DIR)/node_modules ]; then \
+	  umask 022; install -d -m 0755 $(NPM_DIR); \
+	  cp package.json package-lock.json $(NPM_DIR)/; \
+	  cd $(NPM_DIR) && npm ci --no-audit --no-fund --loglevel=error; \
+	fi
+	ln -sf $(NPM_DIR)/node_modules/.bin/configurable-http-proxy $(VENV)/bin/configurable-http-proxy
+
+# -- daas-hub itself, installed (not editable) so session accounts can read it
+project: $(VENV)/bin/python
+	umask 022; $(VENV)/bin/pip install -q --no-deps --no-build-isolation --force-reinstall $(CURDIR)
+	rm -rf $(CURDIR)/build
+
+lint:
+	$(VENV)/bin/ruff check .
+
+# -- regenerate the lock files from pyproject.toml (needs the registries)
+lock:
+	rm -rf $(PREFIX)/lockvenv
+	$(SYSTEM_PYTHON) -m venv $(PREFIX)/lockvenv
+	$(PREFIX)/lockvenv/bin/pip install -q -r requirements/build.txt
+	$(PREFIX)/lockvenv/bin/pip install -q "$(CURDIR)[demo]"
+	{ echo '# Locked set for `make demo` (daas-hub[demo]); regenerate with `make lock`.'; \
+	  $(PREFIX)/lockvenv/bin/pip freeze --exclude daas-hub; } > requirements/demo.lock
+	$(PREFIX)/lockvenv/bin/pip install -q "$(CURDIR)[test]"
+	{ echo '# Locked set for `make test` (daas-hub[test]); regenerate with `make lock`.'; \
+	  $(PREFIX)/lockvenv/bin/pip freeze --exclude daas-hub; } > requirements/test.lock
+	rm -rf $(PREFIX)/lockvenv
+
+clean:
+	rm -rf build *.egg-info test-output .pytest_cache

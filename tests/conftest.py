@@ -1,0 +1,231 @@
+"""Fixtures that start real servers: a JupyterHub with configurable-http-proxy,
+the demo site behind it, and headless Chromium.
+
+Servers listen on loopback only, on free ports, are waited for with bounded
+loops and stopped by their own PIDs.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+REPO = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+OUTPUT = REPO / "test-output"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(check, *, timeout: float, interval: float = 0.25, what: str = "condition"):
+    """Call ``check`` until it returns something truthy; bounded by ``timeout``."""
+    deadline = time.monotonic() + timeout
+    last_error = None
+    while time.monotonic() < deadline:
+        try:
+            result = check()
+            if result:
+                return result
+        except Exception as e:  # noqa: BLE001 - retried until the deadline
+            last_error = e
+        time.sleep(interval)
+    raise TimeoutError(f"{what} not reached in {timeout} s (last error: {last_error!r})")
+
+
+def stop_process(proc: subprocess.Popen, *, timeout: float = 20) -> None:
+    """SIGTERM the process (and its own process group), then SIGKILL; by PID only."""
+    if proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait(5)
+
+
+@pytest.fixture(scope="session")
+def output_dir() -> Path:
+    OUTPUT.mkdir(exist_ok=True)
+    return OUTPUT
+
+
+def make_world_dir(prefix: str) -> Path:
+    """A folder session accounts can traverse (pytest's tmp_path is 0700)."""
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir="/var/tmp"))
+    path.chmod(0o755)
+    return path
+
+
+class Hub:
+    """A running JupyterHub, and helpers to talk to it as a person or as an admin."""
+
+    def __init__(self, url: str, token: str, site: Path, proc: subprocess.Popen, log: Path):
+        self.url = url.rstrip("/")
+        self.token = token
+        self.site = site
+        self.proc = proc
+        self.log = log
+
+    # -- admin side: a test service with admin scopes
+    def api(self, method: str, path: str, **kwargs) -> requests.Response:
+        headers = {"Authorization": f"token {self.token}", **kwargs.pop("headers", {})}
+        return requests.request(method, f"{self.url}/hub/api{path}", headers=headers, timeout=30, **kwargs)
+
+    def server_api(self, user: str, method: str, path: str, **kwargs) -> requests.Response:
+        """Call the user's own single-user server through the proxy."""
+        headers = {"Authorization": f"token {self.token}", **kwargs.pop("headers", {})}
+        return requests.request(method, f"{self.url}/user/{user}/api{path}", headers=headers, timeout=30, **kwargs)
+
+    # -- person side: the demo login form
+    def login(self, user: str) -> requests.Response:
+        s = requests.Session()
+        s.get(f"{self.url}/hub/login", timeout=30)
+        r = s.post(f"{self.url}/hub/login", data={"username": user, "_xsrf": s.cookies.get("_xsrf")},
+                   timeout=60, allow_redirects=False)
+        r.session = s
+        return r
+
+    def wait_ready(self, user: str, timeout: float = 120) -> dict:
+        def ready():
+            model = self.api("GET", f"/users/{user}").json()
+            server = model.get("servers", {}).get("")
+            if server and server.get("ready"):
+                return model
+            if not model.get("pending") and not server:
+                raise RuntimeError(f"{user}'s server is neither pending nor running")
+            return None
+
+        return wait_until(ready, timeout=timeout, interval=0.5, what=f"{user}'s server ready")
+
+    def stop_server(self, user: str, timeout: float = 60) -> None:
+        r = self.api("DELETE", f"/users/{user}/server")
+        assert r.status_code in (202, 204, 400), r.text
+
+        def stopped():
+            model = self.api("GET", f"/users/{user}").json()
+            return not model.get("servers") and not model.get("pending")
+
+        wait_until(stopped, timeout=timeout, interval=0.5, what=f"{user}'s server stopped")
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+TEST_CONFIG = """\
+# The real jupyterhub_config.py, plus a test service with admin scopes and free ports.
+import os
+load_subconfig({config!r})
+c.JupyterHub.hub_bind_url = {hub_bind!r}
+c.ConfigurableHTTPProxy.api_url = {proxy_api!r}
+c.JupyterHub.services = [{{"name": "daas-tests", "api_token": os.environ["DAAS_TEST_TOKEN"]}}]
+c.JupyterHub.load_roles = [{{
+    "name": "daas-tests",
+    "scopes": ["admin:users", "admin:servers", "access:servers", "admin:groups", "read:users"],
+    "services": ["daas-tests"],
+}}]
+c.JupyterHub.cleanup_servers = True
+"""
+
+
+def start_hub(site: Path, *, settings: Path | None = None, extra_args=(), wait: bool = True):
+    """Start ``jupyterhub -f jupyterhub_config.py`` for the site and wait for it."""
+    from daas_hub.settings import load_settings
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    token = secrets.token_hex(16)
+    settings = settings or site / "site.yaml"
+    cfg = site / "test_jupyterhub_config.py"
+    cfg.write_text(TEST_CONFIG.format(
+        config=str(REPO / "jupyterhub_config.py"),
+        hub_bind=f"http://127.0.0.1:{free_port()}",
+        proxy_api=f"http://127.0.0.1:{free_port()}",
+    ))
+    env = dict(os.environ)
+    env.update({
+        "DAAS_HUB_SETTINGS": str(settings),
+        "DAAS_TEST_TOKEN": token,
+        "PATH": f"{BIN}{os.pathsep}{env.get('PATH', '')}",
+    })
+    env.pop("JUPYTERHUB_CRYPT_KEY", None)
+    data_dir = Path(load_settings(settings).data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    log = site / f"hub-{port}.log"
+    proc = subprocess.Popen(
+        [str(BIN / "jupyterhub"), "-f", str(cfg), f"--JupyterHub.bind_url={url}", *extra_args],
+        cwd=data_dir, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    hub = Hub(url, token, site, proc, log)
+    def healthy():
+        if proc.poll() is not None:
+            pytest.fail(f"the hub exited with {proc.returncode}:\n{hub.log_text()[-3000:]}")
+        return requests.get(f"{url}/hub/health", timeout=2).ok
+
+    if wait:
+        try:
+            wait_until(healthy, timeout=60, what="hub /hub/health")
+        except BaseException:
+            stop_process(proc)
+            raise
+    return hub
+
+
+@pytest.fixture(scope="session")
+def demo_site():
+    """The demo facility generated in a fresh folder (sample users, proposals, HDF5 data)."""
+    from daas_hub.demo import ensure_demo_site
+
+    folder = make_world_dir("daas-hub-site-")
+    ensure_demo_site(folder)
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def hub(demo_site):
+    """A real JupyterHub + configurable-http-proxy serving the demo site."""
+    h = start_hub(demo_site)
+    yield h
+    for user in h.api("GET", "/users").json():
+        if user.get("servers"):
+            h.api("DELETE", f"/users/{user['name']}/server")
+    stop_process(h.proc, timeout=60)
+    OUTPUT.mkdir(exist_ok=True)
+    shutil.copy(h.log, OUTPUT / "hub.log")
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Debian's headless Chromium, driven by Playwright (no browser download)."""
+    from playwright.sync_api import sync_playwright
+
+    chromium = shutil.which("chromium") or "/usr/bin/chromium"
+    if not Path(chromium).exists():
+        pytest.fail("Debian's chromium is not installed; `make test` installs it")
+    with sync_playwright() as p:
+        b = p.chromium.launch(
+            executable_path=chromium, headless=True,
+            args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+        )
+        yield b
+        b.close()
