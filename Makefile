@@ -85,6 +85,7 @@ node:
 project: $(VENV)/bin/python
 	umask 022; $(VENV)/bin/pip install -q --no-deps --no-build-isolation --force-reinstall $(CURDIR)
 	rm -rf $(CURDIR)/build
+	umask 022; install -D -m 0644 images/singleuser/overrides.json $(VENV)/share/jupyter/lab/settings/overrides.json
 
 lint:
 	$(VENV)/bin/ruff check .

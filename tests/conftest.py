@@ -146,7 +146,7 @@ c.JupyterHub.cleanup_servers = True
 """
 
 
-def start_hub(site: Path, *, settings: Path | None = None, extra_args=(), wait: bool = True):
+def start_hub(site: Path, *, settings: Path | None = None, extra_args=(), wait: bool = True, bin_dir: Path = BIN):
     """Start ``jupyterhub -f jupyterhub_config.py`` for the site and wait for it."""
     from daas_hub.settings import load_settings
 
@@ -164,14 +164,14 @@ def start_hub(site: Path, *, settings: Path | None = None, extra_args=(), wait: 
     env.update({
         "DAAS_HUB_SETTINGS": str(settings),
         "DAAS_TEST_TOKEN": token,
-        "PATH": f"{BIN}{os.pathsep}{env.get('PATH', '')}",
+        "PATH": os.pathsep.join([str(bin_dir), str(BIN), env.get("PATH", "")]),
     })
     env.pop("JUPYTERHUB_CRYPT_KEY", None)
     data_dir = Path(load_settings(settings).data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
     log = site / f"hub-{port}.log"
     proc = subprocess.Popen(
-        [str(BIN / "jupyterhub"), "-f", str(cfg), f"--JupyterHub.bind_url={url}", *extra_args],
+        [str(bin_dir / "jupyterhub"), "-f", str(cfg), f"--JupyterHub.bind_url={url}", *extra_args],
         cwd=data_dir, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True,
     )
     hub = Hub(url, token, site, proc, log)
