@@ -73,7 +73,7 @@ def poni_file(path: Path) -> None:
         "# Nota: C-Order, 1 refers to the Y axis, 2 to the X axis\n"
         "poni_version: 2.1\n"
         "Detector: Detector\n"
-        f'Detector_config: {{"pixel1": {PIXEL}, "pixel2": {PIXEL}, "max_shape": [{SHAPE[0]}, {SHAPE[1]}]}}\n'
+        f'Detector_config: {{"pixel1": {PIXEL}, "pixel2": {PIXEL}, "max_shape": [{SHAPE[0]}, {SHAPE[1]}], "orientation": 3}}\n'
         f"Distance: {DISTANCE}\n"
         f"Poni1: {SHAPE[0] / 2 * PIXEL}\n"
         f"Poni2: {SHAPE[1] / 2 * PIXEL}\n"
