@@ -15,6 +15,10 @@ from dataclasses import asdict, dataclass
 from .model import Proposal, ProposalState
 
 DEFAULT_ROOT = "proposals"
+#: the notices plan_mounts writes; the session manages these names and no others
+ARCHIVED_NOTICE = "ARCHIVED-README.txt"
+NO_DATA_NOTICE = "NO-DATA-README.txt"
+NOTICE_NAMES = (ARCHIVED_NOTICE, NO_DATA_NOTICE)
 
 
 @dataclass(frozen=True)
@@ -84,7 +88,7 @@ def plan_mounts(
         ids.append(p.id)
         base = f"{root}/{p.id}"
         if p.state is ProposalState.ARCHIVED:
-            notices.append(Notice(f"{base}/ARCHIVED-README.txt", _archived_text(p, data_portal_url), p.id))
+            notices.append(Notice(f"{base}/{ARCHIVED_NOTICE}", _archived_text(p, data_portal_url), p.id))
             continue
         if p.data.raw:
             mounts.append(MountEntry(f"{base}/raw", p.data.raw, True, p.id))
@@ -93,7 +97,7 @@ def plan_mounts(
         if not (p.data.raw or p.data.processed):
             notices.append(
                 Notice(
-                    f"{base}/NO-DATA-README.txt",
+                    f"{base}/{NO_DATA_NOTICE}",
                     f"Proposal {p.id} has no data location in the catalogue yet.\n"
                     f"Ask your local contact if you expected data here.\n",
                     p.id,

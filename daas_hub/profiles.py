@@ -35,6 +35,7 @@ class Resources:
 
 
 _BUILTIN_DEFAULT = Resources(cpu=1, memory=2 * 1024**3, gpu=0, hours=4)
+_FIELDS = ("cpu", "memory", "gpu", "hours")
 
 
 @dataclass(frozen=True)
@@ -115,9 +116,12 @@ def parse_catalogue(document: dict, file: str) -> ProfileCatalogue:
             raise SettingsError(file, entry, "this profile slug is listed twice", "give each profile its own slug")
         seen.add(p["slug"])
         res = p.get("resources", {})
-        default = _resources(res.get("default"), _BUILTIN_DEFAULT)
+        # what the default does not say comes from the built-in default, capped by the max
+        written_max = _resources(res.get("max"), _BUILTIN_DEFAULT)
+        capped = Resources(**{n: min(getattr(_BUILTIN_DEFAULT, n), getattr(written_max, n)) for n in _FIELDS})
+        default = _resources(res.get("default"), capped)
         maximum = _resources(res.get("max"), default)
-        for name in ("cpu", "memory", "gpu", "hours"):
+        for name in _FIELDS:
             if getattr(default, name) > getattr(maximum, name):
                 raise SettingsError(
                     file, f"{entry} > resources > default > {name}",

@@ -6,8 +6,9 @@ itself with ``COMMAND``. Running as the user, not as root, means a user's own
 symbolic links in their home can never steer a privileged write.
 
 What it manages: the symbolic links ``<root>/<id>/raw`` and ``processed`` and the
-``*-README.txt`` notices. It never deletes anything else: a proposal that was
-removed loses its links, and its folder only if nothing else is left in it.
+``ARCHIVED-README.txt`` and ``NO-DATA-README.txt`` notices. It never deletes anything
+else: a proposal that was removed loses its links, and its folder only if nothing else
+is left in it.
 """
 
 from __future__ import annotations
@@ -16,11 +17,10 @@ import os
 import sys
 from pathlib import Path
 
-from .mounts import MountPlan
+from .mounts import NOTICE_NAMES, MountPlan
 
 PLAN_ENV = "DAAS_HUB_MOUNT_PLAN"
 _LINK_NAMES = ("raw", "processed")
-_NOTICE_SUFFIX = "-README.txt"
 
 
 def _say(msg: str) -> None:
@@ -34,7 +34,7 @@ def _clear_managed(folder: Path, keep: set[str]) -> None:
             continue
         if child.is_symlink() and child.name in _LINK_NAMES:
             child.unlink()
-        elif child.name.endswith(_NOTICE_SUFFIX) and child.is_file() and not child.is_symlink():
+        elif child.name in NOTICE_NAMES and child.is_file() and not child.is_symlink():
             child.unlink()
 
 
@@ -43,6 +43,10 @@ def materialize(plan: MountPlan, home: Path) -> None:
     root = home / plan.root
     if root.is_symlink() or (root.exists() and not root.is_dir()):
         aside = root.with_name(root.name + ".moved-by-daas-hub")
+        n = 0
+        while aside.is_symlink() or aside.exists():  # never overwrite an earlier one
+            n += 1
+            aside = root.with_name(f"{root.name}.moved-by-daas-hub.{n}")
         _say(f"{root} was not a folder; moved it to {aside}")
         root.rename(aside)
     root.mkdir(mode=0o755, parents=True, exist_ok=True)

@@ -99,6 +99,12 @@ def parse_catalogue(document: dict, file: str | Path) -> Catalogue:
                     file, f"{entry} > sessions[{j}]", f"not a valid date ({e})",
                     "write an ISO 8601 date, e.g. 2026-11-02T08:00:00",
                 ) from None
+            if (start.tzinfo is None) != (end.tzinfo is None):
+                raise SettingsError(
+                    file, f"{entry} > sessions[{j}]",
+                    "one of start and end has a time zone and the other has none",
+                    "give both a UTC offset (e.g. +01:00), or neither",
+                )
             if end < start:
                 raise SettingsError(
                     file, f"{entry} > sessions[{j}]", "the session ends before it starts",
