@@ -8,7 +8,7 @@ that carries the account and proposals from login to spawn.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from .model import Account, Proposal
 
@@ -62,7 +62,7 @@ def make_auth_state(
     account: Account, proposals: list[Proposal], *, now: datetime | None = None, stale: bool = False
 ) -> dict:
     """The ``auth_state`` entry for ``account``; ``stale`` marks a catalogue outage."""
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     return {
         STATE_KEY: {
             "account": account.to_dict(),

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 
-class ProposalState(str, enum.Enum):
+class ProposalState(enum.StrEnum):
     """Where a proposal is in its life.
 
     ``active`` and ``embargoed`` proposals have their data mounted for the team
@@ -25,7 +25,7 @@ class ProposalState(str, enum.Enum):
     ARCHIVED = "archived"
 
 
-class MemberRole(str, enum.Enum):
+class MemberRole(enum.StrEnum):
     """A person's role on a proposal."""
 
     PI = "pi"

@@ -8,7 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -146,7 +146,7 @@ def test_decide_access(acct, proposals, staff_ok, allowed, reason, words):
 def test_auth_state_round_trip():
     a = Account("alice", uid=21001, gid=21001, roles=frozenset({"user"}))
     ps = [proposal("MX-1"), proposal("EC-2", state="archived")]
-    now = datetime(2026, 11, 2, 8, tzinfo=timezone.utc)
+    now = datetime(2026, 11, 2, 8, tzinfo=UTC)
     state = make_auth_state(a, ps, now=now, stale=True)
     assert set(state) == {STATE_KEY}
     assert state[STATE_KEY]["fetched_at"] == "2026-11-02T08:00:00+00:00"
