@@ -93,8 +93,6 @@ def apply_settings(c, settings: Settings) -> None:
 
     # sessions
     c.JupyterHub.spawner_class = "daas-local"
-    c.LocalSpawner.facility_name = settings.facility_name
-    c.LocalSpawner.contact = settings.contact
     if settings.data_portal_url:
         c.LocalSpawner.data_portal_url = settings.data_portal_url
     run_as = settings.run_as

@@ -83,11 +83,6 @@ class LocalSpawner(LocalProcessSpawner):
         """,
     )
 
-    facility_name = Unicode("the facility", config=True, help="""The facility's name, as shown in messages.""")
-    contact = Unicode(
-        "the facility's user office", config=True, help="""Whom users contact, as shown in messages."""
-    )
-
     session_bin = Unicode(
         config=True,
         help="""Folder holding ``daas-hub-session`` and ``jupyterhub-singleuser`` for
@@ -111,6 +106,15 @@ class LocalSpawner(LocalProcessSpawner):
     def _default_default_url(self):
         return "/lab"
 
+    def _policy(self):
+        """Facility name, contact and staff rule: the login's, so they are set once."""
+        mapping = getattr(self.authenticator, "mapping", None)
+        return (
+            getattr(mapping, "facility_name", "the facility"),
+            getattr(mapping, "contact", "the facility's user office"),
+            getattr(mapping, "staff_without_proposal", True),
+        )
+
     _account = None  # pwd entry of the account the session runs as
     _home = None
     _plan = None
@@ -124,9 +128,10 @@ class LocalSpawner(LocalProcessSpawner):
                 reason="no-auth-state",
             )
         account, proposals = known
+        facility, contact, staff_without_proposal = self._policy()
         decision = decide_access(
-            account, proposals, facility=self.facility_name, contact=self.contact,
-            who=self.user.name,
+            account, proposals, facility=facility, contact=contact, who=self.user.name,
+            staff_without_proposal=staff_without_proposal,
         )
         if not decision.allowed:
             raise _refuse(decision.message, reason=decision.reason)
@@ -136,7 +141,7 @@ class LocalSpawner(LocalProcessSpawner):
         except KeyError:
             raise _refuse(
                 f"Your account {system_name} does not exist on this machine, so no session "
-                f"can run as you. Contact {self.contact}.",
+                f"can run as you. Contact {contact}.",
                 reason="no-system-account",
             ) from None
         if entry.pw_uid == 0:
@@ -151,11 +156,33 @@ class LocalSpawner(LocalProcessSpawner):
             account.username, proposals, root=self.proposals_root,
             data_portal_url=self.data_portal_url or None,
         )
-        return await super().start()
+        try:
+            return await super().start()
+        except PermissionError:
+            raise _refuse(
+                f"The session could not start: the account {entry.pw_name} may not run "
+                f"{self.cmd[0]}. Session programs must be readable and executable by that "
+                f"account (build the session environment with Debian's /usr/bin/python3, "
+                f"not a Python in root's home; see c.LocalSpawner.session_bin).",
+                reason="session-environment",
+            ) from None
 
     def _prepare_home(self, entry) -> str:
         if not self.home_root:
+            if not os.path.isdir(entry.pw_dir):
+                raise _refuse(
+                    f"The account {entry.pw_name} has no home directory ({entry.pw_dir}), so the "
+                    f"session has nowhere to keep your files. The admin must create it or set "
+                    f"c.LocalSpawner.home_root.",
+                    reason="home",
+                )
             return entry.pw_dir
+        if not os.path.isdir(self.home_root):
+            raise _refuse(
+                f"The folder for session homes ({self.home_root}) does not exist. The admin must "
+                f"create it (owned by root, mode 0755) or correct c.LocalSpawner.home_root.",
+                reason="home",
+            )
         home = Path(self.home_root) / self.user.name
         if home.is_symlink():
             raise _refuse(f"{home} is a symbolic link; the admin must remove it.", reason="home")

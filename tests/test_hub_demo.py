@@ -139,3 +139,57 @@ def test_removed_proposal_disappears_and_loses_nothing(hub, demo_site):
     finally:
         path.write_text(original)
         hub.stop_server("bob")
+
+
+def spawn_failure_message(hub, user) -> str:
+    """Log in, let the hub try to start the server, and return the failure it shows."""
+    r = hub.login(user)
+    assert r.status_code == 302, r.text[:300]
+    r.session.get(hub.url + r.headers["location"], timeout=60)
+
+    def failed():
+        r = hub.api("GET", f"/users/{user}/server/progress", stream=True)
+        for line in r.iter_lines(decode_unicode=True):
+            if line.startswith("data:") and '"failed": true' in line:
+                return line
+        return None
+
+    from conftest import wait_until
+
+    return wait_until(failed, timeout=60, interval=1, what=f"{user}'s spawn failure")
+
+
+def test_missing_home_folder_is_a_sentence_not_a_traceback(hub, demo_site):
+    homes = demo_site / "homes"
+    away = demo_site / "homes.away"
+    homes.rename(away)
+    try:
+        message = spawn_failure_message(hub, "ivan")
+        assert "The folder for session homes" in message and "does not exist" in message
+        assert "c.LocalSpawner.home_root" in message
+        assert not hub.api("GET", "/users/ivan").json()["servers"]
+    finally:
+        away.rename(homes)
+    login_and_wait(hub, "ivan")  # once the admin fixes it, the next start works
+    hub.stop_server("ivan")
+
+
+def test_removing_the_admin_role_removes_hub_admin(hub, demo_site):
+    path = demo_site / "proposals.yaml"
+    original = path.read_text()
+    doc = yaml.safe_load(original)
+    login_and_wait(hub, "dave")
+    hub.stop_server("dave")
+    assert hub.api("GET", "/users/dave").json()["admin"] is True
+    for account in doc["accounts"]:
+        if account["username"] == "dave":
+            account["roles"] = ["staff"]
+    try:
+        path.write_text(yaml.safe_dump(doc, sort_keys=False))
+        os.utime(path, (os.stat(path).st_atime, os.stat(path).st_mtime + 6))
+        login_and_wait(hub, "dave")
+        assert hub.api("GET", "/users/dave").json()["admin"] is False
+    finally:
+        path.write_text(original)
+        os.utime(path, (os.stat(path).st_atime, os.stat(path).st_mtime + 8))
+        hub.stop_server("dave")

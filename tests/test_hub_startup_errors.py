@@ -167,3 +167,23 @@ def test_the_demo_keeps_its_own_crypt_key(tmp_path, monkeypatch):
     assert len(bytes.fromhex(key)) == 32
     assert path.stat().st_mode & 0o777 == 0o600
     assert _crypt_key(settings) == [key]  # the same key on the next start
+
+
+def test_demo_hub_refuses_a_non_loopback_address(site):
+    """The passwordless demo login never listens beyond loopback unless the admin says so."""
+    files = good_site()
+    files["site.yaml"]["hub"]["url"] = "http://0.0.0.0:8000"
+    write_site(site, files)
+    env = {k: v for k, v in os.environ.items() if k != "JUPYTERHUB_CRYPT_KEY"}
+    env["DAAS_HUB_SETTINGS"] = str(site / "site.yaml")
+    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+    r = subprocess.run(
+        [str(BIN / "jupyterhub"), "-f", str(REPO / "jupyterhub_config.py"),
+         f"--JupyterHub.bind_url=http://0.0.0.0:{free_port()}"],
+        cwd=site, env=env, capture_output=True, text=True, timeout=60,
+    )
+    output = r.stdout + r.stderr
+    assert r.returncode == 2, output
+    assert "daas-hub cannot start: the demo login lets anyone sign in without a password" in output
+    assert "c.DemoAuthenticator.allow_remote = True" in output
+    assert "Traceback" not in output
