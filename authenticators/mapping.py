@@ -8,6 +8,7 @@ in, :meth:`ProposalMapping.refresh` from ``refresh_user``.
 from __future__ import annotations
 
 from dataclasses import replace
+from datetime import datetime
 
 from tornado import web
 from traitlets import Bool, Set, Type, Unicode
@@ -142,7 +143,11 @@ class ProposalMapping(LoggingConfigurable):
             proposals = await self.source.proposals_for(fresh) if fresh else []
         except SourceUnavailable as e:
             self.log.warning("Proposal source unavailable; keeping %s's last known proposals: %s", name, e)
-            return {"auth_state": _with_idp_roles(make_auth_state(account, last, stale=True), idp_roles)}
+            # keep the time the proposals were last read: the hub's home page shows it
+            fetched_at = auth_state[STATE_KEY].get("fetched_at")
+            then = datetime.fromisoformat(fetched_at) if fetched_at else None
+            stale = make_auth_state(account, last, stale=True, now=then)
+            return {"auth_state": {**auth_state, **_with_idp_roles(stale, idp_roles)}}
         decision = decide_access(
             fresh, proposals, facility=self.facility_name, contact=self.contact, who=name,
             staff_without_proposal=self.staff_without_proposal,

@@ -332,7 +332,7 @@ class OIDCAuthenticator(GenericOAuthenticator):
         try:
             await self.discover()
             token_info = await super().get_token_info(handler, params)
-        except ProviderUnavailable as e:
+        except (ProviderUnavailable, OSError) as e:  # OSError: connection refused, reset, DNS
             raise self.unavailable_error(e) from None
         except HTTPClientError as e:
             if e.code == 599 or e.code >= 500:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import time
+from datetime import UTC, datetime
 
 import jwt
 import pytest
@@ -21,7 +22,7 @@ from daas_hub.authenticators.conditions import CONDITIONS_KEY, ConditionsOfUse, 
 from daas_hub.authenticators.multi import MultiAuthenticator
 from daas_hub.authenticators.oidc import OIDCAuthenticator, provider_logout_url
 from daas_hub.demo import site_settings
-from daas_hub.errors import SettingsError
+from daas_hub.errors import SettingsError, SourceUnavailable
 from daas_hub.settings import parse_settings
 
 ISSUER = "https://idp.example.org/realms/facility"
@@ -245,3 +246,85 @@ def test_missing_client_secret_file_stops_the_hub_with_a_clear_message(tmp_path,
     with pytest.raises(SettingsError) as info:
         configure_oidc(Config(), s)
     assert "client_secret_file" in str(info.value) and "cannot read" in str(info.value)
+
+
+class _Unavailable:
+    """A proposal source whose catalogue does not answer."""
+
+    async def resolve_account(self, identity):
+        raise SourceUnavailable("ICAT at https://icat.example.org: connection refused")
+
+    async def proposals_for(self, account):
+        raise SourceUnavailable("ICAT: connection refused")
+
+
+def test_catalogue_outage_keeps_last_proposals_and_when_they_were_read():
+    from daas_hub.access import make_auth_state, read_auth_state
+    from daas_hub.authenticators.mapping import ProposalMapping
+    from daas_hub.model import Account, Member, Proposal
+
+    account = Account("bob", roles=frozenset({"user"}))
+    proposal = Proposal("MX-1001", "t", "ID11", "F", members=(Member("bob"),))
+    then = datetime(2026, 11, 21, 8, 0, tzinfo=UTC)
+    state = {**make_auth_state(account, [proposal], now=then), CONDITIONS_KEY: {"version": "1"}}
+    mapping = ProposalMapping()
+    mapping.source = _Unavailable()
+    fresh = asyncio.run(mapping.refresh(state, name="bob"))
+    entry = fresh["auth_state"]["daas"]
+    assert entry["stale"] is True and entry["fetched_at"] == then.isoformat()
+    assert read_auth_state(fresh["auth_state"])[1] == [proposal]
+    assert fresh["auth_state"][CONDITIONS_KEY] == {"version": "1"}, "nothing else in auth_state is lost"
+
+
+class _User:
+    def __init__(self, state):
+        self._state = state
+
+    async def get_auth_state(self):
+        return self._state
+
+
+@pytest.mark.parametrize("stale", [True, False])
+def test_home_page_says_when_proposals_are_stale(stale):
+    """The hub's home.html, rendered the way JupyterHub does (async Jinja), on a stub base page."""
+    from importlib import resources
+
+    from jinja2 import ChoiceLoader, DictLoader, Environment, FileSystemLoader, PrefixLoader
+
+    from daas_hub.access import make_auth_state
+    from daas_hub.model import Account
+
+    env = Environment(
+        loader=ChoiceLoader([
+            FileSystemLoader(str(resources.files("daas_hub").joinpath("templates"))),
+            PrefixLoader({"templates": DictLoader({"home.html": "{% block main %}[home]{% endblock %}"})}),
+        ]),
+        autoescape=True, enable_async=True,
+    )
+    state = make_auth_state(Account("bob"), [], now=datetime(2026, 11, 21, 8, 0, tzinfo=UTC), stale=stale)
+    html = asyncio.run(env.get_template("home.html").render_async(
+        user=_User(state), daas_facility="DEMO Light Source", daas_contact="the User Office"))
+    assert "[home]" in html
+    assert ("did not answer" in html and "2026-11-21 08:00 UTC" in html) is stale
+
+
+def test_provider_down_during_code_exchange_gives_a_clear_page(key):
+    """The provider answered the login but is gone when the hub redeems the code
+    (a closed loopback port stands in for it)."""
+    from conftest import free_port
+
+    a = make_authenticator(key, discovery_timeout=5)
+    a.token_url = f"http://127.0.0.1:{free_port()}/token"
+
+    class Handler:
+        request = type("R", (), {"protocol": "http", "host": "127.0.0.1:1"})()
+        hub = type("H", (), {"server": type("S", (), {"base_url": "/hub/"})()})()
+
+        def get_state_cookie(self):
+            return ""
+
+    params = {"code": "c", "grant_type": "authorization_code", "redirect_uri": "x"}
+    with pytest.raises(web.HTTPError) as info:
+        asyncio.run(a.get_token_info(Handler(), params))
+    assert info.value.status_code == 503
+    assert "is not answering right now" in info.value.jupyterhub_message
