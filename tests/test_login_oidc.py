@@ -10,6 +10,7 @@ demo mode, auth_state encrypted with JUPYTERHUB_CRYPT_KEY.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -19,7 +20,7 @@ import sqlite3
 import subprocess
 import tempfile
 from pathlib import Path
-from urllib.parse import parse_qs, urlencode, urlparse
+from urllib.parse import parse_qs, urlencode, urljoin, urlparse
 
 import pytest
 import requests
@@ -88,51 +89,54 @@ class Provider:
         return requests.get(f"{self.issuer}/.well-known/openid-configuration", timeout=2).ok
 
 
-@pytest.fixture(scope="module")
-def oidc_hub(demo_site, output_dir):
+@contextlib.contextmanager
+def oidc_hub_running(demo_site: Path, output_dir: Path, *, bin_dir: Path = BIN, tag: str = "oidc"):
+    """Two providers, and a production-like hub (not demo, crypt key set) using them."""
     workdir = Path(tempfile.mkdtemp(prefix="daas-oidc-"))
     (workdir / "node_modules").symlink_to(node_modules())
     shutil.copy(REPO / "tests/oidc/provider.mjs", workdir / "provider.mjs")
     hub_port = free_port()
     hub_url = f"http://127.0.0.1:{hub_port}"
-    providers = [Provider("umbrella", UMBRELLA_ACCOUNTS, hub_url, workdir),
-                 Provider("facility", FACILITY_ACCOUNTS, hub_url, workdir)]
-    down_port = free_port()  # nothing listens there: a provider that is down
-    (workdir / "conditions.txt").write_text(
-        "You use this service for the analysis of data from your proposals only.\n\n"
-        "Do not share your session with anyone.\n"
-    )
-    data_dir = demo_site / f"hub-oidc-{hub_port}"
-    data_dir.mkdir(mode=0o700)
-    settings = {
-        "facility": {"name": "DEMO Light Source", "contact": "the DEMO User Office (useroffice@demo.invalid)",
-                     "data_portal_url": "https://data.demo.invalid"},
-        "proposal_source": {"kind": "yaml", "path": str(demo_site / "proposals.yaml")},
-        "profiles": {"enabled": ["python", "diffraction", "spectroscopy"]},
-        "login": {
-            "kind": "oidc",
-            "refresh_age": REFRESH_AGE,
-            "conditions_of_use": {"version": CONDITIONS_VERSION, "file": str(workdir / "conditions.txt")},
-            "providers": [
-                {"name": "umbrella", "label": "UmbrellaID", "issuer": providers[0].issuer,
-                 "client_id": "daas-hub-umbrella", "client_secret_file": str(workdir / "umbrella.secret"),
-                 "link_by": "umbrella_id", "scopes": ["openid", "profile", "email"]},
-                {"name": "facility", "label": "your facility account", "issuer": providers[1].issuer,
-                 "client_id": "daas-hub-facility", "client_secret_file": str(workdir / "facility.secret"),
-                 "link_by": "username", "scopes": ["openid", "profile", "groups"],
-                 "role_groups": {"staff": ["facility-staff"]}},
-                {"name": "down", "label": "a provider that is down", "issuer": f"http://localhost:{down_port}",
-                 "client_id": "daas-hub-down", "link_by": "username"},
-            ],
-        },
-        "spawner": {"backend": "local", "local": {"run_as": "daas-demo", "home_root": str(demo_site / "homes")}},
-        "hub": {"url": hub_url, "data_dir": str(data_dir)},
-    }
-    settings_file = workdir / "site-oidc.yaml"
-    settings_file.write_text(yaml.safe_dump(settings, sort_keys=False))
+    providers = []
     hub = None
     try:
-        hub = start_hub(demo_site, settings=settings_file, port=hub_port,
+        providers.append(Provider("umbrella", UMBRELLA_ACCOUNTS, hub_url, workdir))
+        providers.append(Provider("facility", FACILITY_ACCOUNTS, hub_url, workdir))
+        down_port = free_port()  # nothing listens there: a provider that is down
+        (workdir / "conditions.txt").write_text(
+            "You use this service for the analysis of data from your proposals only.\n\n"
+            "Do not share your session with anyone.\n"
+        )
+        data_dir = demo_site / f"hub-{tag}-{hub_port}"
+        data_dir.mkdir(mode=0o700)
+        settings = {
+            "facility": {"name": "DEMO Light Source", "contact": "the DEMO User Office (useroffice@demo.invalid)",
+                         "data_portal_url": "https://data.demo.invalid"},
+            "proposal_source": {"kind": "yaml", "path": str(demo_site / "proposals.yaml")},
+            "profiles": {"enabled": ["python", "diffraction", "spectroscopy"]},
+            "login": {
+                "kind": "oidc",
+                "refresh_age": REFRESH_AGE,
+                "conditions_of_use": {"version": CONDITIONS_VERSION, "file": str(workdir / "conditions.txt")},
+                "providers": [
+                    {"name": "umbrella", "label": "UmbrellaID", "issuer": providers[0].issuer,
+                     "client_id": "daas-hub-umbrella", "client_secret_file": str(workdir / "umbrella.secret"),
+                     "link_by": "umbrella_id", "scopes": ["openid", "profile", "email"]},
+                    {"name": "facility", "label": "your facility account", "issuer": providers[1].issuer,
+                     "client_id": "daas-hub-facility", "client_secret_file": str(workdir / "facility.secret"),
+                     "link_by": "username", "scopes": ["openid", "profile", "groups"],
+                     "role_groups": {"staff": ["facility-staff"]}},
+                    {"name": "down", "label": "a provider that is down", "issuer": f"http://localhost:{down_port}",
+                     "client_id": "daas-hub-down", "link_by": "username"},
+                ],
+            },
+            "spawner": {"backend": "local",
+                        "local": {"run_as": "daas-demo", "home_root": str(demo_site / "homes")}},
+            "hub": {"url": hub_url, "data_dir": str(data_dir)},
+        }
+        settings_file = workdir / "site-oidc.yaml"
+        settings_file.write_text(yaml.safe_dump(settings, sort_keys=False))
+        hub = start_hub(demo_site, settings=settings_file, port=hub_port, bin_dir=bin_dir,
                         env={"JUPYTERHUB_CRYPT_KEY": secrets.token_hex(32)})
         hub.providers = {p.name: p for p in providers}
         hub.data_dir = data_dir
@@ -143,11 +147,29 @@ def oidc_hub(demo_site, output_dir):
                 if user.get("servers"):
                     hub.api("DELETE", f"/users/{user['name']}/server")
             stop_process(hub.proc, timeout=60)
-            shutil.copy(hub.log, output_dir / "hub-oidc.log")
+            shutil.copy(hub.log, output_dir / f"hub-{tag}.log")
         for p in providers:
             stop_process(p.proc)
-            shutil.copy(p.log, output_dir / p.log.name)
+            shutil.copy(p.log, output_dir / f"{tag}-{p.log.name}")
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def oidc_hub(demo_site, output_dir):
+    with oidc_hub_running(demo_site, output_dir) as hub:
+        yield hub
+
+
+def sign_in_without_browser(hub, provider: str, login: str) -> requests.Response:
+    """The same login with plain HTTP: hub -> provider form (POST) -> back at the hub."""
+    s = requests.Session()
+    r = s.get(f"{hub.url}/hub/{provider}/oauth_login", timeout=30)
+    assert r.url.startswith(hub.providers[provider].issuer + "/interaction/"), r.url
+    action = re.search(r'<form autocomplete="off" action="([^"]+)"', r.text).group(1)
+    r = s.post(urljoin(r.url, action), timeout=60, data={
+        "prompt": "login", "login": hub.providers[provider].subjects[login], "password": "any password"})
+    r.session = s
+    return r
 
 
 def sign_in(page, hub, provider: str, login: str):
