@@ -448,6 +448,8 @@ class OIDCAuthenticator(GenericOAuthenticator):
         who = f"{who} ({self.login_service})"
         model = await self.mapping.auth_model(identity, who=who, idp_roles=self.idp_roles(user_info))
         model["auth_state"] = {**state, **model["auth_state"], LOGIN_KEY: self._login_record(state)}
+        # admin follows the account's roles at every login (None would keep a revoked admin)
+        model["admin"] = bool(model["admin"]) or model["name"] in self.admin_users
         return model
 
     def _login_record(self, state: dict) -> dict:

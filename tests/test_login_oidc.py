@@ -232,6 +232,9 @@ def test_umbrella_user_accepts_conditions_then_lands_in_lab(oidc_hub, browser, o
         page.goto(f"{hub.url}/hub/spawn")
         assert "accept the conditions of use" in text_of(page)
         assert not hub.api("GET", "/users/alice").json()["servers"]
+        r = hub.api("POST", "/users/alice/server")  # nor through the REST API
+        assert r.status_code == 403 and "conditions of use" in r.json()["message"], r.text
+        assert not hub.api("GET", "/users/alice").json()["servers"]
 
         page.goto(f"{hub.url}/hub/conditions")
         page.click("#daas-conditions-accept")
