@@ -219,9 +219,14 @@ def hub(demo_site):
     shutil.copy(h.log, OUTPUT / "hub.log")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
-    """Debian's headless Chromium, driven by Playwright (no browser download)."""
+    """Debian's headless Chromium, driven by Playwright (no browser download).
+
+    Module-scoped: while Playwright's sync API is active it keeps an asyncio loop
+    running in the main thread, and every later ``asyncio.run`` (pytest-asyncio
+    tests included) would fail with "cannot be called from a running event loop".
+    """
     from playwright.sync_api import sync_playwright
 
     chromium = shutil.which("chromium") or "/usr/bin/chromium"

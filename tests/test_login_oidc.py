@@ -239,9 +239,9 @@ def test_umbrella_user_accepts_conditions_then_lands_in_lab(oidc_hub, browser, o
         page.goto(f"{hub.url}/hub/conditions")
         page.click("#daas-conditions-accept")
         page.wait_for_url(re.compile(r".*/user/alice/lab.*"), timeout=LAB_TIMEOUT)
-        page.wait_for_selector(".jp-DirListing-content", timeout=LAB_TIMEOUT)
-        page.locator('.jp-DirListing-itemText >> text="proposals"').first.dblclick()
-        page.wait_for_selector(".jp-DirListing-item >> text=MX-1001", timeout=30_000)
+        page.wait_for_selector('.jp-DirListing-itemText >> text="proposals"', timeout=LAB_TIMEOUT)
+        page.locator('.jp-DirListing-itemText >> text="proposals"').first.dblclick(timeout=60_000)
+        page.wait_for_selector(".jp-DirListing-item >> text=MX-1001", timeout=60_000)
         assert dir_listing(page) == {"MX-1001", "HC-3003", "IH-5005"}
         page.screenshot(path=output_dir / "oidc-03-lab.png")
 
@@ -280,6 +280,9 @@ def test_umbrella_user_accepts_conditions_then_lands_in_lab(oidc_hub, browser, o
         page.click("button[type=submit]")
         page.wait_for_url(re.compile(re.escape(hub.url) + r"/hub/home.*"), timeout=60_000)
         assert "/conditions" not in page.url
+    except BaseException:
+        page.screenshot(path=output_dir / "oidc-failure.png")
+        raise
     finally:
         context.close()
         hub.stop_server("alice")
