@@ -64,7 +64,7 @@ class OIDCLoginHandler(OAuthLoginHandler):
 
     async def get(self):
         try:
-            await self.authenticator.discover()
+            await self.authenticator.discover(recheck=True)
         except ProviderUnavailable as e:
             raise self.authenticator.unavailable_error(e) from None
         super().get()
@@ -299,10 +299,16 @@ class OIDCAuthenticator(GenericOAuthenticator):
         except (HTTPClientError, OSError, ValueError) as e:
             raise ProviderUnavailable(f"{what} at {url}: {e}") from None
 
-    async def discover(self, *, force: bool = False) -> dict:
-        """Read (or reuse) the discovery document and keys; set the endpoints."""
+    async def discover(self, *, force: bool = False, recheck: bool = False) -> dict:
+        """Read (or reuse) the discovery document and keys; set the endpoints.
+
+        ``recheck``: read the discovery document again even when it is fresh (each
+        login does, so that a provider that went down gets the hub's clear page
+        rather than the browser's connection error); keys are re-read only when
+        older than ``discovery_max_age`` or with ``force``.
+        """
         fresh = time.monotonic() - self._discovered_at < self.discovery_max_age
-        if self._discovery is not None and fresh and not force:
+        if self._discovery is not None and fresh and not (force or recheck):
             return self._discovery
         if not self.issuer:
             raise ProviderUnavailable("no issuer is configured")
@@ -317,13 +323,14 @@ class OIDCAuthenticator(GenericOAuthenticator):
         methods = doc.get("code_challenge_methods_supported")
         if methods is not None and "S256" not in methods:
             self.log.warning("%s does not announce PKCE S256 support; using it anyway", self.issuer)
-        self._jwks = await self._get_json(doc["jwks_uri"], "signing keys")
+        if force or not fresh or self._jwks is None:
+            self._jwks = await self._get_json(doc["jwks_uri"], "signing keys")
+            self._discovered_at = time.monotonic()
         self.authorize_url = doc["authorization_endpoint"]
         self.token_url = doc["token_endpoint"]
         if doc.get("userinfo_endpoint"):
             self.userdata_url = doc["userinfo_endpoint"]
         self._discovery = doc
-        self._discovered_at = time.monotonic()
         return doc
 
     # -- ID token and nonce ------------------------------------------------------

@@ -109,6 +109,9 @@ def oidc_hub_running(demo_site: Path, output_dir: Path, *, bin_dir: Path = BIN, 
         )
         data_dir = demo_site / f"hub-{tag}-{hub_port}"
         data_dir.mkdir(mode=0o700)
+        homes = demo_site / f"homes-{tag}-{hub_port}"  # JupyterLab keeps its layout in the home
+        homes.mkdir()
+        homes.chmod(0o755)
         settings = {
             "facility": {"name": "DEMO Light Source", "contact": "the DEMO User Office (useroffice@demo.invalid)",
                          "data_portal_url": "https://data.demo.invalid"},
@@ -131,7 +134,7 @@ def oidc_hub_running(demo_site: Path, output_dir: Path, *, bin_dir: Path = BIN, 
                 ],
             },
             "spawner": {"backend": "local",
-                        "local": {"run_as": "daas-demo", "home_root": str(demo_site / "homes")}},
+                        "local": {"run_as": "daas-demo", "home_root": str(homes)}},
             "hub": {"url": hub_url, "data_dir": str(data_dir)},
         }
         settings_file = workdir / "site-oidc.yaml"
@@ -417,6 +420,7 @@ def test_replayed_code_gives_a_clear_page_and_no_session(oidc_hub, browser):
 
 
 def test_provider_down_gives_a_clear_page_and_no_session(oidc_hub, browser):
+    """Runs last in this module: it stops the facility provider."""
     hub = oidc_hub
     context = browser.new_context()
     page = context.new_page()
@@ -427,6 +431,16 @@ def test_provider_down_gives_a_clear_page_and_no_session(oidc_hub, browser):
         text = text_of(page)
         assert "a provider that is down is not answering right now" in text
         assert "Traceback" not in text
+        assert not signed_in(context, hub)
+
+        # a provider the hub has used before (its discovery document is cached) goes down
+        stop_process(hub.providers["facility"].proc)
+        page.goto(f"{hub.url}/hub/login")
+        page.click("#daas-login-facility")
+        page.wait_for_load_state("load")
+        text = text_of(page)
+        assert "your facility account is not answering right now" in text
+        assert page.url.startswith(hub.url)
         assert not signed_in(context, hub)
     finally:
         context.close()
