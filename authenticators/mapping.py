@@ -14,7 +14,7 @@ from traitlets.config import LoggingConfigurable
 from daas_hub.access import decide_access, make_auth_state, proposal_groups, read_auth_state
 from daas_hub.errors import SourceUnavailable
 from daas_hub.model import Identity
-from daas_hub.sources import ProposalSource, YamlProposalSource
+from daas_hub.sources import ProposalSource, YamlProposalSource, is_stale
 
 
 class ProposalMapping(LoggingConfigurable):
@@ -103,11 +103,14 @@ class ProposalMapping(LoggingConfigurable):
         if not decision.allowed:
             self.log.info("Refusing %s: %s", name, decision.reason)
             raise self._refuse(decision.message, decision.reason)
+        stale = is_stale(proposals)
+        if stale:
+            self.log.warning("Signing in %s with the last known proposals (catalogue unavailable)", name)
         return {
             "name": name,
             "admin": bool(account.roles & self.admin_roles) or None,
             "groups": proposal_groups(proposals, account.username),
-            "auth_state": make_auth_state(account, proposals),
+            "auth_state": make_auth_state(account, proposals, stale=stale),
         }
 
     async def refresh(self, auth_state: dict | None, *, name: str) -> dict | bool:
@@ -136,6 +139,6 @@ class ProposalMapping(LoggingConfigurable):
         if not decision.allowed:
             return False
         return {
-            "auth_state": make_auth_state(fresh, proposals),
+            "auth_state": make_auth_state(fresh, proposals, stale=is_stale(proposals)),
             "groups": proposal_groups(proposals, fresh.username),
         }
