@@ -10,8 +10,8 @@ lives in the hub's memory and dies with it.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections import OrderedDict
+from time import monotonic
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -23,10 +23,13 @@ from .base import ProposalList, ProposalSource
 from .yaml_source import YamlProposalSource
 
 
+_now = monotonic  # the clock TTLs are measured on
+
+
 @dataclass
 class _Entry:
     value: object
-    at: float  # time.monotonic() when fetched
+    at: float  # _now() when fetched
     wall: datetime  # when fetched, for people
     ttl: float
 
@@ -143,7 +146,7 @@ class CachedProposalSource(ProposalSource):
 
     async def _get(self, key: tuple, fetch, what: str):
         entry = self._entries.get(key)
-        if entry is not None and time.monotonic() - entry.at < entry.ttl:
+        if entry is not None and _now() - entry.at < entry.ttl:
             self._entries.move_to_end(key)
             self.stats["hits"] += 1
             return entry.value, False, entry.wall
@@ -163,7 +166,7 @@ class CachedProposalSource(ProposalSource):
             reason = str(e) or f"no answer within {self.timeout:g} s"
             self.stats["errors"] += 1
             entry = self._entries.get(key)
-            if entry is not None and time.monotonic() - entry.at < self.stale_for:
+            if entry is not None and _now() - entry.at < self.stale_for:
                 self.stats["stale"] += 1
                 self.log.warning(
                     "Catalogue %s failed (%s); using the answer from %s", what, reason,
@@ -174,7 +177,7 @@ class CachedProposalSource(ProposalSource):
         if isinstance(value, list):
             value = list(value)
         ttl = self.negative_ttl if value is None else self.ttl
-        self._entries[key] = _Entry(value, time.monotonic(), datetime.now(UTC), ttl)
+        self._entries[key] = _Entry(value, _now(), datetime.now(UTC), ttl)
         self._entries.move_to_end(key)
         while len(self._entries) > self.max_entries:
             self._entries.popitem(last=False)
