@@ -15,7 +15,13 @@ import pytest
 
 from daas_hub.errors import SourceUnavailable
 from daas_hub.model import Account, Identity, Member, MemberRole, Proposal
-from daas_hub.sources import CachedProposalSource, ChainedProposalSource, ProposalList, ProposalSource, is_stale
+from daas_hub.sources import (
+    CachedProposalSource,
+    ChainedProposalSource,
+    ProposalList,
+    ProposalSource,
+    is_stale,
+)
 
 
 class Catalogue(ProposalSource):

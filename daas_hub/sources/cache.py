@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict
-from time import monotonic
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from time import monotonic
 
 from traitlets import Float, Instance, Int, Type, default
 
@@ -21,7 +21,6 @@ from ..errors import SourceUnavailable
 from ..model import Account, Identity
 from .base import ProposalList, ProposalSource
 from .yaml_source import YamlProposalSource
-
 
 _now = monotonic  # the clock TTLs are measured on
 
