@@ -150,18 +150,23 @@ class IcatProposalSource(ProposalSource):
         ["name", "email", "orcidId"],
         "name",
         config=True,
-        help="""Which ICAT User field identifies the person who signed in.""",
+        help="""The ICAT User field ``identity_templates`` are matched against (for
+        the providers listed there); other logins are matched on ``name``
+        through ``user_name_template``.""",
     )
 
     identity_templates = Dict(
-        {"umbrella": "umbrella/{subject}"},
+        {},
         config=True,
-        help="""Per login provider, the value of ``user_match`` for the person: a
-        Python format string with ``{subject}``, ``{username}``, ``{email}``.
-        Providers not listed use ``user_name_template`` with their username.
+        help="""Per login provider, the value the ICAT User's ``user_match`` field
+        must have: a Python format string with ``{subject}``, ``{username}``,
+        ``{email}``. Providers not listed are matched on the User ``name``
+        built by ``user_name_template`` from their username.
 
-        Example: ``{"umbrella": "umbrella/{subject}"}`` (ICAT users named after
-        their UmbrellaID subject), or with ``user_match: email``, ``{"umbrella": "{email}"}``.
+        Example, with ``user_match: email``: ``{"umbrella": "{email}"}`` links an
+        UmbrellaID to the facility's ICAT user with the email UmbrellaID released;
+        with ``user_match: orcidId``: ``{"umbrella": "{subject}"}`` if the
+        identity provider's subject is an ORCID iD.
         """,
     )
 
@@ -303,23 +308,30 @@ class IcatProposalSource(ProposalSource):
         m = re.match(self.account_pattern, icat_name or "")
         return m.group("username") if m else None
 
-    def _match_value(self, identity: Identity) -> str | None:
+    def _user_lookup(self, identity: Identity) -> tuple[str, str] | None:
+        """(ICAT User field, value) identifying ``identity``, or None."""
         fields = {"subject": identity.subject, "username": identity.username or "", "email": identity.email or ""}
         template = self.identity_templates.get(identity.provider)
-        if template is None:
-            if not identity.username:
-                return None
-            return self.user_name_template.format(**fields) if self.user_match == "name" else identity.username
-        return template.format(**fields)
+        if template is not None:
+            value = template.format(**fields)
+            return (self.user_match, value) if value else None
+        if not identity.username:
+            return None
+        return "name", self.user_name_template.format(**fields)
 
     async def resolve_account(self, identity: Identity) -> Account | None:
-        value = self._match_value(identity)
-        if not value:
+        lookup = self._user_lookup(identity)
+        if lookup is None:
             return None
-        users = await self._call(user_query(self.user_match, value), "user")
+        field, value = lookup
+        try:
+            query = user_query(field, value)
+        except ValueError:
+            return None
+        users = await self._call(query, "user")
         if len(users) != 1:
             if users:
-                self.log.error("%d ICAT users have %s = %r; refusing to guess", len(users), self.user_match, value)
+                self.log.error("%d ICAT users have %s = %r; refusing to guess", len(users), field, value)
             return None
         user = users[0]
         username = self._account_name(user.name)
@@ -331,7 +343,11 @@ class IcatProposalSource(ProposalSource):
 
     async def proposals_for(self, account: Account) -> ProposalList:
         icat_name = self.user_name_template.format(username=account.username)
-        query = investigations_query(icat_name, facility=self.facility, instruments=self.instruments, roles=self.roles)
+        try:
+            query = investigations_query(icat_name, facility=self.facility, instruments=self.instruments,
+                                         roles=self.roles)
+        except ValueError:
+            return ProposalList()
         investigations = await self._call(query, "investigations")
         locations: dict[int, list[str]] = {}
         if self.data_location == "datasets" and investigations:
