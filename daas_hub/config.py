@@ -68,7 +68,8 @@ def check_site(settings: Settings):
 
 def _demo_users(source) -> list[dict]:
     users = []
-    for account in getattr(source, "source", source).accounts():
+    accounts = getattr(getattr(source, "source", source), "accounts", None)  # the YAML source lists them
+    for account in accounts() if accounts else []:
         users.append({"name": account.username, "display_name": account.display_name,
                       "roles": sorted(account.roles)})
     return users
