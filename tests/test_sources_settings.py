@@ -158,3 +158,32 @@ async def test_a_stale_answer_lets_people_in_and_is_marked_in_auth_state(caplog)
         assert "did not answer" in e.value.jupyterhub_message
     finally:
         Flaky.down = False
+
+
+def test_the_stale_notice_tells_people_what_it_means():
+    from daas_hub.access import make_auth_state, stale_notice
+
+    account = Account("alice")
+    assert stale_notice(make_auth_state(account, []), facility="ESRF") is None
+    notice = stale_notice(make_auth_state(account, [], stale=True), facility="ESRF")
+    assert notice.startswith("The proposal catalogue of ESRF is not answering")
+
+
+async def test_the_spawn_progress_shows_the_stale_notice():
+    from types import SimpleNamespace
+
+    from daas_hub.access import make_auth_state
+    from daas_hub.spawners.local import LocalSpawner
+
+    state = {"value": make_auth_state(Account("alice"), [], stale=True)}
+
+    async def get_auth_state():
+        return state["value"]
+
+    user = SimpleNamespace(name="alice", get_auth_state=get_auth_state, url="/user/alice/", escaped_name="alice",
+                           id=1, server=None)
+    spawner = LocalSpawner(user=user, facility_name="ESRF")
+    [event] = [e async for e in spawner.progress()]
+    assert "proposal catalogue of ESRF is not answering" in event["message"]
+    state["value"] = make_auth_state(Account("alice"), [])
+    assert [e async for e in spawner.progress()] == []
