@@ -57,7 +57,8 @@ def cmd_check(args) -> int:
         return 1
     print(f"{path}: OK")
     print(f"  facility:  {settings.facility_name}")
-    print(f"  proposals: {settings.source_kind} ({settings.source_path})")
+    where = settings.source_path or (settings.source_options or {}).get("url") or ""
+    print(f"  proposals: {settings.source_kind} ({where})")
     print(f"  profiles:  {', '.join(catalogue.slugs)}")
     print(f"  login:     {settings.login_kind}{' (demo mode)' if settings.demo else ''}")
     print(f"  backend:   {settings.backend}")
