@@ -213,9 +213,13 @@ def hub(demo_site):
     shutil.copy(h.log, OUTPUT / "hub.log")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
-    """Debian's headless Chromium, driven by Playwright (no browser download)."""
+    """Debian's headless Chromium, driven by Playwright (no browser download).
+
+    Module-scoped: Playwright's sync API keeps an event loop running in the main
+    thread while it is open, and pytest-asyncio cannot run async tests under it.
+    """
     from playwright.sync_api import sync_playwright
 
     chromium = shutil.which("chromium") or "/usr/bin/chromium"

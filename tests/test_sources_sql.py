@@ -46,8 +46,10 @@ INSERT INTO members VALUES (1, 'alice', 'principal_investigator'), (2, 'alice', 
 INSERT INTO beamtimes VALUES
   (1, '2026-11-02 08:00+00', '2026-11-04 08:00+00'), (1, '2026-12-01 08:00+00', '2026-12-02 08:00+00'),
   (2, '2026-10-01 08:00+00', '2026-10-03 08:00+00');
+CREATE TABLE umbrella_links (subject text PRIMARY KEY, login text NOT NULL REFERENCES users);
+INSERT INTO umbrella_links VALUES ('umb-linked-bob', 'bob');
 CREATE ROLE daas_reader LOGIN PASSWORD 'reader-secret';
-GRANT SELECT ON users, proposals, members, beamtimes TO daas_reader;
+GRANT SELECT ON users, proposals, members, beamtimes, umbrella_links TO daas_reader;
 """
 
 ACCOUNT_QUERY = """
@@ -124,6 +126,23 @@ async def test_umbrella_id_is_linked_through_the_user_office_column(source):
     assert await source.resolve_account(ident(provider="umbrella", subject="umb-nobody")) is None
     # an UmbrellaID is not a facility username: the facility branch must not match it
     assert await source.resolve_account(ident(provider="umbrella", subject="alice")) is None
+
+
+async def test_umbrella_id_is_linked_through_a_mapping_table(postgres, secret_file):
+    s = SqlProposalSource(
+        url=postgres.url("daas_reader", "useroffice"), password_file=str(secret_file),
+        account_query="SELECT u.login AS username, u.uid, u.gid FROM users u "
+                      "LEFT JOIN umbrella_links l ON l.login = u.login "
+                      "WHERE (:provider = 'umbrella' AND l.subject = :subject) "
+                      "OR (:provider = 'facility' AND u.login = :username)",
+        proposals_query=PROPOSALS_QUERY)
+    try:
+        s.check()
+        assert (await s.resolve_account(ident(provider="umbrella", subject="umb-linked-bob"))).username == "bob"
+        assert (await s.resolve_account(ident("bob"))).uid == 20002
+        assert await s.resolve_account(ident(provider="umbrella", subject="umb-alice-1")) is None
+    finally:
+        await s.close()
 
 
 async def test_a_name_with_a_quote_is_a_value(source):
@@ -237,3 +256,19 @@ def test_daas_hub_proposals_shows_what_the_database_answers(postgres, secret_fil
                             capture_output=True, text=True, timeout=120)
     assert nobody.returncode == 1
     assert "no account is linked to this identity" in nobody.stdout
+
+
+def test_daas_hub_proposals_says_when_the_catalogue_does_not_answer(tmp_path):
+    from postgres_server import _free_port
+
+    settings = tmp_path / "site.yaml"
+    settings.write_text(yaml.safe_dump({
+        "facility": {"name": "ESRF", "contact": "the User Office"}, "demo": True, "login": {"kind": "demo"},
+        "proposal_source": {"kind": "sql", "url": f"postgresql+psycopg://r@127.0.0.1:{_free_port()}/uo",
+                            "account_query": ACCOUNT_QUERY, "proposals_query": PROPOSALS_QUERY, "timeout": 5},
+    }))
+    out = subprocess.run([str(BIN / "daas-hub"), "proposals", "alice", "--settings", str(settings)],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 3
+    assert "the catalogue did not answer: account lookup: user office database:" in out.stderr
+    assert "Traceback" not in out.stderr
