@@ -17,7 +17,7 @@ from traitlets.config import LoggingConfigurable
 from daas_hub.access import STATE_KEY, decide_access, make_auth_state, proposal_groups, read_auth_state
 from daas_hub.errors import SourceUnavailable
 from daas_hub.model import Identity
-from daas_hub.sources import ProposalSource, YamlProposalSource
+from daas_hub.sources import ProposalSource, YamlProposalSource, is_stale
 
 
 class ProposalMapping(LoggingConfigurable):
@@ -115,11 +115,14 @@ class ProposalMapping(LoggingConfigurable):
         if not decision.allowed:
             self.log.info("Refusing %s: %s", name or who, decision.reason)
             raise self._refuse(decision.message, decision.reason)
+        stale = is_stale(proposals)
+        if stale:
+            self.log.warning("Signing in %s with the last known proposals (catalogue unavailable)", name)
         return {
             "name": name or account.username,
             "admin": self._admin(account),
             "groups": proposal_groups(proposals, account.username),
-            "auth_state": _with_idp_roles(make_auth_state(account, proposals), idp_roles),
+            "auth_state": _with_idp_roles(make_auth_state(account, proposals, stale=stale), idp_roles),
         }
 
     def _admin(self, account) -> bool | None:
@@ -161,7 +164,9 @@ class ProposalMapping(LoggingConfigurable):
         if not decision.allowed:
             return False
         model = {
-            "auth_state": _with_idp_roles(make_auth_state(fresh, proposals), idp_roles),
+            "auth_state": _with_idp_roles(
+                make_auth_state(fresh, proposals, stale=is_stale(proposals)), idp_roles
+            ),
             "groups": proposal_groups(proposals, fresh.username),
         }
         if self._admin(fresh) is not None:

@@ -84,3 +84,16 @@ def read_auth_state(auth_state: dict | None) -> tuple[Account, list[Proposal]] |
 def proposal_groups(proposals: list[Proposal], username: str) -> list[str]:
     """JupyterHub group names, one per proposal the user is on."""
     return sorted(f"proposal-{p.id}" for p in proposals if p.role_of(username))
+
+
+def stale_notice(auth_state: dict | None, *, facility: str) -> str | None:
+    """What to tell a person whose proposals came from the cache during a catalogue
+    outage (``stale`` in ``auth_state``), or None if they are current."""
+    entry = (auth_state or {}).get(STATE_KEY) or {}
+    if not entry.get("stale"):
+        return None
+    return (
+        f"The proposal catalogue of {facility} is not answering, so your session uses the "
+        f"proposals it last listed for you. A proposal added since then will appear once the "
+        f"catalogue is back (sign out and in again)."
+    )

@@ -2,6 +2,7 @@
 
     daas-hub demo [--dir DIR] [--url URL] [--config FILE] [--regenerate]
     daas-hub check [SETTINGS_FILE]
+    daas-hub proposals USER [--settings FILE] [--provider NAME] [--email EMAIL] [--no-cache]
 """
 
 from __future__ import annotations
@@ -56,10 +57,74 @@ def cmd_check(args) -> int:
         return 1
     print(f"{path}: OK")
     print(f"  facility:  {settings.facility_name}")
-    print(f"  proposals: {settings.source_kind} ({settings.source_path})")
+    where = settings.source_path or (settings.source_options or {}).get("url") or ""
+    print(f"  proposals: {settings.source_kind} ({where})")
     print(f"  profiles:  {', '.join(catalogue.slugs)}")
     print(f"  login:     {settings.login_kind}{' (demo mode)' if settings.demo else ''}")
     print(f"  backend:   {settings.backend}")
+    return 0
+
+
+def cmd_proposals(args) -> int:
+    """What the configured source answers for one person, with timings."""
+    import asyncio
+    import time
+
+    from .errors import SourceUnavailable
+    from .model import Identity
+    from .sources import is_stale
+    from .sources.factory import build_source
+
+    path = args.settings or os.environ.get(SETTINGS_ENV)
+    if not path:
+        print(f"daas-hub proposals: name a settings file with --settings or set {SETTINGS_ENV}", file=sys.stderr)
+        return 2
+    try:
+        settings = load_settings(path)
+        entry = dict(settings.source_options or {"kind": settings.source_kind, "path": settings.source_path})
+        if args.no_cache:
+            entry["cache"] = {**entry.get("cache", {}), "enabled": False}
+        source = build_source(entry)
+        source.check()
+    except SettingsError as e:
+        print(f"daas-hub proposals: {e}", file=sys.stderr)
+        return 1
+    provider = args.provider or ("umbrella" if args.subject else "facility")
+    identity = Identity(provider=provider, subject=args.subject or args.user, username=args.user,
+                        email=args.email)
+
+    async def lookup():
+        try:
+            t0 = time.perf_counter()
+            account = await source.resolve_account(identity)
+            t1 = time.perf_counter()
+            proposals = await source.proposals_for(account) if account else []
+            t2 = time.perf_counter()
+            return account, proposals, (t1 - t0) * 1000, (t2 - t1) * 1000
+        finally:
+            await source.close()
+
+    print(f"source:   {entry['kind']} (settings {path})")
+    print(f"identity: provider={identity.provider} subject={identity.subject} username={identity.username}"
+          f" email={identity.email}")
+    try:
+        account, proposals, t_account, t_proposals = asyncio.run(lookup())
+    except SourceUnavailable as e:
+        print(f"daas-hub proposals: the catalogue did not answer: {e}", file=sys.stderr)
+        return 3
+    print(f"account:  {t_account:.1f} ms")
+    if account is None:
+        print("  (no account is linked to this identity: the login would be refused)")
+        return 1
+    print(f"  username={account.username} uid={account.uid} gid={account.gid} roles={','.join(sorted(account.roles))}"
+          f" email={account.email} name={account.display_name!r}")
+    print(f"proposals: {len(proposals)} in {t_proposals:.1f} ms{' (STALE: catalogue unavailable)' if is_stale(proposals) else ''}")
+    for p in proposals:
+        role = p.role_of(account.username)
+        sessions = ", ".join(f"{b.start:%Y-%m-%d}..{b.end:%Y-%m-%d}" for b in p.sessions) or "no beamtime"
+        print(f"  {p.id}  [{p.state.value}] {p.instrument}  role={role.value if role else '-'}  {p.title}")
+        print(f"      beamtimes: {sessions}")
+        print(f"      raw: {p.data.raw or '-'}  processed: {p.data.processed or '-'}")
     return 0
 
 
@@ -77,6 +142,14 @@ def main(argv: list[str] | None = None) -> int:
     check = sub.add_parser("check", help="check a site settings file and what it points at")
     check.add_argument("settings", nargs="?", help=f"settings file (default ${SETTINGS_ENV})")
     check.set_defaults(func=cmd_check)
+    props = sub.add_parser("proposals", help="show what the proposal source answers for one person")
+    props.add_argument("user", help="the facility username (or any name, with --subject)")
+    props.add_argument("--settings", help=f"settings file (default ${SETTINGS_ENV})")
+    props.add_argument("--provider", help="login provider of the identity (default: facility, or umbrella with --subject)")
+    props.add_argument("--subject", help="the identity provider's subject, e.g. an UmbrellaID")
+    props.add_argument("--email", help="the email the identity provider released")
+    props.add_argument("--no-cache", action="store_true", help="ask the catalogue directly, bypassing the cache")
+    props.set_defaults(func=cmd_proposals)
     args = parser.parse_args(argv)
     return args.func(args)
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from .errors import SettingsError
 from .profiles import load_catalogue
 from .settings import SETTINGS_ENV, Settings, load_settings
-from .sources import SOURCE_KINDS
+from .sources.factory import source_config
 
 DEMO_DIR_ENV = "DAAS_HUB_DEMO_DIR"
 DEFAULT_DEMO_DIR = "/var/lib/daas-hub/demo"
@@ -46,10 +46,17 @@ def _crypt_key(settings: Settings) -> list[str] | None:
     return [path.read_text().strip()]
 
 
+def _source_entry(settings: Settings) -> dict:
+    """The settings' proposal_source entry (built from the old fields if absent)."""
+    if settings.source_options:
+        return settings.source_options
+    return {"kind": settings.source_kind, "path": settings.source_path or ""}
+
+
 def check_site(settings: Settings):
     """Load everything the settings point at; raise SettingsError on the first problem."""
-    source_class = SOURCE_KINDS[settings.source_kind]
-    source = source_class(path=settings.source_path or "")
+    source_class, source_cfg = source_config(_source_entry(settings))
+    source = source_class(config=source_cfg)
     source.check()
     catalogue = load_catalogue(settings.profile_catalogue)
     if settings.profiles_enabled is not None:
@@ -61,7 +68,8 @@ def check_site(settings: Settings):
 
 def _demo_users(source) -> list[dict]:
     users = []
-    for account in source.accounts():
+    accounts = getattr(getattr(source, "source", source), "accounts", None)  # the YAML source lists them
+    for account in accounts() if accounts else []:
         users.append({"name": account.username, "display_name": account.display_name,
                       "roles": sorted(account.roles)})
     return users
@@ -87,12 +95,12 @@ def apply_settings(c, settings: Settings) -> None:
         configure_oidc(c, settings)
     else:
         c.JupyterHub.authenticator_class = "daas-demo"
-    c.ProposalMapping.source_class = SOURCE_KINDS[settings.source_kind]
+    source_class, source_cfg = source_config(_source_entry(settings))
+    c.merge(source_cfg)
+    c.ProposalMapping.source_class = source_class
     c.ProposalMapping.facility_name = settings.facility_name
     c.ProposalMapping.contact = settings.contact
     c.ProposalMapping.staff_without_proposal = settings.staff_without_proposal
-    if settings.source_kind == "yaml":
-        c.YamlProposalSource.path = settings.source_path
 
     # sessions
     c.JupyterHub.spawner_class = "daas-local"

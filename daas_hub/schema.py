@@ -21,8 +21,9 @@ from .errors import SettingsError
 _LABEL_KEYS = ("id", "slug", "username", "name")
 
 
-class _Loader(yaml.SafeLoader):
-    """SafeLoader that keeps dates and times as the strings the admin wrote.
+class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):
+    """SafeLoader (libyaml's when PyYAML has it: ~8x faster on large proposal files)
+    that keeps dates and times as the strings the admin wrote.
 
     JSON Schema validates strings; the model parses them (``datetime.fromisoformat``).
     """

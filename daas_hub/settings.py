@@ -39,6 +39,8 @@ class Settings:
     conditions_version: str | None = None
     conditions_file: str | None = None
     refresh_age: int | None = None
+    #: the proposal_source entry, file paths made absolute (see daas_hub.sources.factory)
+    source_options: dict = field(default_factory=dict, compare=False, repr=False)
 
 
 def _path(base: Path, value: str | None) -> str | None:
@@ -46,6 +48,20 @@ def _path(base: Path, value: str | None) -> str | None:
         return None
     p = Path(value).expanduser()
     return str(p if p.is_absolute() else (base / p).resolve())
+
+
+#: keys of proposal_source entries that name files (made absolute like other paths)
+_SOURCE_PATH_KEYS = ("path", "password_file", "ca_file")
+
+
+def _source_paths(base: Path, entry: dict) -> dict:
+    """A copy of a proposal_source entry with its file paths made absolute."""
+    out = {k: (_path(base, v) if k in _SOURCE_PATH_KEYS else v) for k, v in entry.items()}
+    if isinstance(entry.get("accounts"), dict):
+        out["accounts"] = _source_paths(base, entry["accounts"])
+    if isinstance(entry.get("proposals"), list):
+        out["proposals"] = [_source_paths(base, e) for e in entry["proposals"]]
+    return out
 
 
 def parse_settings(document, file: str | Path) -> Settings:
@@ -95,6 +111,7 @@ def parse_settings(document, file: str | Path) -> Settings:
             "set proposal_source.path to your proposals file (docs/proposals.md)",
         )
     return Settings(
+        source_options=_source_paths(base, source),
         file=str(file),
         demo=demo,
         facility_name=facility["name"],

@@ -18,7 +18,7 @@ from pathlib import Path
 from jupyterhub.spawner import LocalProcessSpawner, set_user_setuid
 from traitlets import Unicode, default
 
-from daas_hub.access import decide_access, read_auth_state
+from daas_hub.access import decide_access, read_auth_state, stale_notice
 from daas_hub.mounts import DEFAULT_ROOT, plan_mounts
 from daas_hub.session import PLAN_ENV
 
@@ -166,6 +166,12 @@ class LocalSpawner(LocalProcessSpawner):
                 f"not a Python in root's home; see c.LocalSpawner.session_bin).",
                 reason="session-environment",
             ) from None
+
+    async def progress(self):
+        """Tell the person when their proposals are the last known ones (catalogue outage)."""
+        notice = stale_notice(await self.user.get_auth_state(), facility=self.facility_name)
+        if notice:
+            yield {"progress": 10, "message": notice}
 
     def _prepare_home(self, entry) -> str:
         if not self.home_root:

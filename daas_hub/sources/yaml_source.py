@@ -9,7 +9,7 @@ edit breaks the file, the last good version stays in use and the error is logged
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from traitlets import Bool, Unicode
@@ -39,9 +39,18 @@ class Catalogue:
     umbrella: dict[str, str]  # UmbrellaID subject -> username
     emails: dict[str, str]  # casefolded email -> username
     proposals: tuple[Proposal, ...]
+    #: username -> the proposals they are a member of (built once per file, for fast lookups)
+    by_member: dict[str, tuple[Proposal, ...]] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self):
+        index: dict[str, list[Proposal]] = {}
+        for p in self.proposals:
+            for username in dict.fromkeys(m.username for m in p.members):
+                index.setdefault(username, []).append(p)
+        object.__setattr__(self, "by_member", {u: tuple(ps) for u, ps in index.items()})
 
     def proposals_of(self, username: str) -> list[Proposal]:
-        return [p for p in self.proposals if p.role_of(username) is not None]
+        return list(self.by_member.get(username, ()))
 
 
 def parse_catalogue(document: dict, file: str | Path) -> Catalogue:
