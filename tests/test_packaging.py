@@ -49,8 +49,7 @@ def test_imports_and_entry_points(clean_venv):
         "import daas_hub.spawners, daas_hub.authenticators, daas_hub.proxies\n"
         "import jupyterhub; print('jupyterhub', jupyterhub.__version__)\n"
         "from importlib.metadata import entry_points\n"
-        "for group, name in [('jupyterhub.authenticators', 'daas-demo'), ('jupyterhub.spawners', 'daas-local'),"
-        " ('jupyter_serverproxy_servers', 'daas-desktop')]:\n"
+        "for group, name in [('jupyterhub.authenticators', 'daas-demo'), ('jupyterhub.spawners', 'daas-local')]:\n"
         "    (ep,) = [e for e in entry_points(group=group) if e.name == name]\n"
         "    print(group, name, ep.load().__module__)\n"
     )
@@ -59,7 +58,9 @@ def test_imports_and_entry_points(clean_venv):
     assert "jupyterhub 5.5.4" in out
     assert "daas-local daas_hub.spawners.local" in out
     assert "daas-demo daas_hub.authenticators.demo" in out
-    assert "daas-desktop daas_hub.proxies.desktop" in out
+    # desktops come from the session's server extension, enabled by a packaged config file
+    enabled = clean_venv / "etc/jupyter/jupyter_server_config.d/daas_hub_proxies.json"
+    assert '"daas_hub.proxies.extension": true' in enabled.read_text()
     assert (clean_venv / "bin/daas-hub").exists() and (clean_venv / "bin/daas-hub-session").exists()
 
 
