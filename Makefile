@@ -81,7 +81,7 @@ node:
 	fi
 	ln -sf $(NPM_DIR)/node_modules/.bin/configurable-http-proxy $(VENV)/bin/configurable-http-proxy
 	umask 022; install -D -m 0644 -t $(VENV)/share/daas-hub/guacamole-common-js \
-	  $(NPM_DIR)/node_modules/guacamole-common-js/dist/esm/guacamole-common.js \
+	  $(NPM_DIR)/node_modules/guacamole-common-js/dist/cjs/guacamole-common.js \
 	  $(NPM_DIR)/node_modules/guacamole-common-js/LICENSE
 
 # -- daas-hub itself, installed (not editable) so session accounts can read it

@@ -65,7 +65,7 @@ class GuacamoleBridge(Configurable):
 
     client_js = Unicode(
         config=True,
-        help="""guacamole-common-js (its ES module build, ``guacamole-common.js``) served to the VM page.
+        help="""guacamole-common-js (its CommonJS build, ``guacamole-common.js``) served to the VM page.
 
         Default: ``<sys.prefix>/share/daas-hub/guacamole-common-js/guacamole-common.js``,
         where ``make project`` copies it from the npm package.
@@ -272,8 +272,9 @@ class GuacamoleJsHandler(_VmHandler):
 _CLIENT = """<div id="bar"><span id="vm-title">{title}</span> &middot; <span id="vm-status">Connecting...</span>
  &middot; <a href="../">all machines</a></div>
 <div id="display" tabindex="0"></div>
-<script type="module">
-import Guacamole from "../static/guacamole-common.js";
+<script>var module = {{}};  /* the CommonJS build's last line assigns module.exports */</script>
+<script src="../static/guacamole-common.js"></script>
+<script>
 const status = document.getElementById("vm-status");
 const tunnel = new Guacamole.WebSocketTunnel("tunnel");
 const client = new Guacamole.Client(tunnel);
