@@ -257,7 +257,7 @@ def test_idle_desktop_tab_is_culled_input_keeps_it(desktop_hub, browser, output_
     open (idle) desktop tab does not keep the culler from stopping the session.
     """
     hub = desktop_hub
-    timeout = 30
+    timeout = 20
     context, page = browser_login(browser, hub, "carol")
     culler = None
     log = hub.site / "culler.log"
@@ -356,7 +356,6 @@ def test_vm_bridge_handshake_allow_list_and_secrets(desktop_hub, guacd, browser,
         assert [op for op, _ in conn["handshake"]][:1] == ["size"]
         assert conn["handshake"][0][1][:2] == ["800", "600"]
         assert msgs[0].startswith("0.,36.")  # the tunnel id, then guacd's stream
-        assert "ready" not in "".join(msgs) or True
         assert "cfill" in "".join(msgs)
         assert msgs[-1] == "0.,4.ping,2.42;"  # the bridge answers the tunnel's ping
         wait_until(lambda: ("mouse", ["10", "20", "0"]) in conn["after"], timeout=10, what="mouse relayed")
