@@ -46,7 +46,7 @@ def open_desktop(page, url: str, timeout: float = 60) -> tuple[float, float]:
     page.wait_for_function("document.getElementById('status') && "
                            "document.getElementById('status').textContent === 'Connected'", timeout=timeout * 1000)
     connected = time.perf_counter() - t0
-    page.wait_for_function(COLOURS + "() > 1", timeout=timeout * 1000, polling=20)
+    page.wait_for_function("(" + COLOURS + ")() > 1", timeout=timeout * 1000, polling=20)
     return connected, time.perf_counter() - t0
 
 
