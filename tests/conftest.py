@@ -213,9 +213,13 @@ def hub(demo_site):
     shutil.copy(h.log, OUTPUT / "hub.log")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
-    """Debian's headless Chromium, driven by Playwright (no browser download)."""
+    """Debian's headless Chromium, driven by Playwright (no browser download).
+
+    Module-scoped: while Playwright's sync API is open its event loop counts as
+    running, and pytest-asyncio's tests in later modules could not start theirs.
+    """
     from playwright.sync_api import sync_playwright
 
     chromium = shutil.which("chromium") or "/usr/bin/chromium"

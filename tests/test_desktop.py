@@ -164,6 +164,7 @@ def test_desktop_and_application_desktop_through_the_hub(desktop_hub, browser, o
         assert any(x.endswith("proposals") for x in names), names
         page.wait_for_timeout(1000)
         page.screenshot(path=output_dir / "desktop-02-desktop.png")
+        check_clipboard_both_ways(page, display, home)
 
         # a second, application desktop at the same time, its own X server
         app = context.new_page()
@@ -198,6 +199,31 @@ def test_desktop_and_application_desktop_through_the_hub(desktop_hub, browser, o
     wait_until(lambda: not [p for p in pids if Path(f"/proc/{p}").exists()], timeout=30,
                what="every session process gone")
     assert not outside, f"pages loaded something from outside the session: {outside[:5]}"
+
+
+def check_clipboard_both_ways(page, display: str, home: Path) -> None:
+    """The viewer's clipboard panel and the desktop's X clipboard, read back with xclip."""
+    env = {"DISPLAY": display, "XAUTHORITY": str(home / ".Xauthority"), "PATH": "/usr/bin:/bin"}
+    # browser -> desktop
+    page.evaluate("""(text) => { const t = document.getElementById('clipboard-text');
+        t.value = text; t.dispatchEvent(new Event('change')); }""", "from the browser 42")
+
+    def remote_clipboard():
+        out = subprocess.run(["xclip", "-selection", "clipboard", "-o"], env=env, capture_output=True,
+                             text=True, timeout=10)
+        return out.stdout == "from the browser 42"
+
+    wait_until(remote_clipboard, timeout=20, what="the browser's text on the desktop's clipboard")
+    # desktop -> browser: a program on the desktop owns the clipboard (xclip, in the foreground)
+    owner = subprocess.Popen(["xclip", "-quiet", "-selection", "clipboard", "-i"], env=env, stdin=subprocess.PIPE,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        owner.stdin.write(b"from the desktop 7")
+        owner.stdin.close()
+        wait_until(lambda: page.evaluate("document.getElementById('clipboard-text').value") == "from the desktop 7",
+                   timeout=20, what="the desktop's text in the viewer's clipboard panel")
+    finally:
+        stop_process(owner, timeout=5)
 
 
 def tcp_listeners(pid: int) -> list[str]:
