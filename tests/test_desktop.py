@@ -255,8 +255,13 @@ def test_only_the_owner_gets_the_desktop(desktop_hub):
         # another signed-in user is refused (alice's server need not even run)
         hub.login("alice").session.get(f"{hub.url}/hub/spawn", timeout=60)
         hub.wait_ready("alice")
+        upgrade = {"Connection": "Upgrade", "Upgrade": "websocket", "Sec-WebSocket-Version": "13",
+                   "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="}
         for path in ("desktop/", "apps/pymca/desktop/", "vm/"):
             r = bob.get(f"{hub.url}/user/alice/{path}", timeout=60)
+            assert r.status_code == 403, (path, r.status_code, r.url)
+        for path in ("desktop-websockify/", "apps/pymca/desktop-websockify/", "vm/id11-ws/tunnel"):
+            r = bob.get(f"{hub.url}/user/alice/{path}", headers=upgrade, timeout=60)
             assert r.status_code == 403, (path, r.status_code, r.url)
         # the owner gets it
         r = bob.get(f"{hub.url}/user/bob/apps/pymca/desktop/", timeout=60)
@@ -264,9 +269,8 @@ def test_only_the_owner_gets_the_desktop(desktop_hub):
         # anonymous: sent to the login page
         r = requests.get(f"{hub.url}/user/alice/desktop/", timeout=60)
         assert r.url.startswith(f"{hub.url}/hub/login"), r.url
-        r = requests.get(f"{hub.url}/user/alice/desktop-websockify/", timeout=60,
-                         headers={"Connection": "Upgrade", "Upgrade": "websocket", "Sec-WebSocket-Version": "13",
-                                  "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="}, allow_redirects=False)
+        r = requests.get(f"{hub.url}/user/alice/desktop-websockify/", timeout=60, headers=upgrade,
+                         allow_redirects=False)
         assert r.status_code in (302, 403), r.status_code
     finally:
         hub.stop_server("bob")
