@@ -84,7 +84,7 @@ def app_entry_name(app_id: str) -> str:
 
 def _record_input_activity(handler) -> None:
     # Jupyter Server collects extensions' activity times here (jupyter-server-proxy does the same)
-    from jupyter_server._tz import utcnow
+    from jupyter_server.base.handlers import utcnow
 
     handler.settings.setdefault("last_activity_times", {})["daas-hub-desktop-input"] = utcnow()
 

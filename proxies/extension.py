@@ -100,10 +100,12 @@ class GuiWhich:
         self._qt: dict[str, bool] = {}
 
     def __call__(self, name: str) -> str | None:
+        seen = set()
         for folder in self.path.split(os.pathsep):
             candidate = shutil.which(name, path=folder) if folder else None
-            if not candidate:
+            if not candidate or os.path.realpath(candidate) in seen:
                 continue
+            seen.add(os.path.realpath(candidate))
             interpreter = _python_shebang(candidate)
             if interpreter and not self._has_qt(interpreter):
                 self.passed_over.setdefault(name, []).append(

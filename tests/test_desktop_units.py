@@ -210,3 +210,23 @@ def test_connect_values_follow_guacd_args_order():
 
 def test_browser_chooses_only_a_bounded_size():
     assert guac.client_size({"width": "1900", "height": "99999", "dpi": "x"}) == guac.ClientSize(1900, 8192, 96)
+
+
+def test_gui_which_passes_over_a_python_without_qt(tmp_path):
+    """The Jupyter environment's own pyFAI-calib2 (no PyQt5) is passed over for the next one on PATH."""
+    import sys
+
+    from daas_hub.proxies.extension import GuiWhich
+
+    venv, system = tmp_path / "venv", tmp_path / "system"
+    venv.mkdir()
+    system.mkdir()
+    (venv / "pyFAI-calib2").write_text(f"#!{sys.executable}\nprint('no Qt here')\n")
+    (system / "pyFAI-calib2").write_text("#!/bin/sh\necho a GUI\n")
+    for f in (venv / "pyFAI-calib2", system / "pyFAI-calib2"):
+        f.chmod(0o755)
+    which = GuiWhich(path=f"{venv}:{venv}:{system}")
+    assert which("pyFAI-calib2") == str(system / "pyFAI-calib2")
+    (passed,) = which.passed_over["pyFAI-calib2"]
+    assert str(venv / "pyFAI-calib2") in passed and "no Qt binding" in passed
+    assert which("not-installed-anywhere") is None
