@@ -402,8 +402,9 @@ def test_vm_bridge_handshake_allow_list_and_secrets(desktop_hub, guacd, browser,
         page.on("response", lambda resp: bodies.append(resp.text())
                 if resp.status == 200 and "text" in resp.headers.get("content-type", "") else None)
         page.on("websocket", lambda ws: ws.on("framereceived", lambda f: bodies.append(str(f))))
-        console = []
+        console, outside = [], []
         page.on("console", lambda m: console.append(m.text))
+        page.on("request", lambda r: outside.append(r.url) if not r.url.startswith((hub.url, "ws://127.0.0.1", "data:", "blob:")) else None)
         page.goto(f"{hub.url}/user/bob/vm/")
         page.click("text=ID11 workstation")
         try:
@@ -415,6 +416,7 @@ def test_vm_bridge_handshake_allow_list_and_secrets(desktop_hub, guacd, browser,
         page.screenshot(path=output_dir / "desktop-04-vm.png")
         context.close()
         assert not any("vm-pass-7f3a" in b or "opid11" in b for b in bodies)
+        assert not outside, f"the VM page loaded something from outside the session: {outside[:5]}"
     finally:
         hub.stop_server("bob")
 
