@@ -269,9 +269,10 @@ def test_only_the_owner_gets_the_desktop(desktop_hub):
         # anonymous: sent to the login page
         r = requests.get(f"{hub.url}/user/alice/desktop/", timeout=60)
         assert r.url.startswith(f"{hub.url}/hub/login"), r.url
-        r = requests.get(f"{hub.url}/user/alice/desktop-websockify/", timeout=60, headers=upgrade,
-                         allow_redirects=False)
-        assert r.status_code in (302, 403), r.status_code
+        for path in ("desktop-websockify/", "vm/id11-ws/tunnel"):
+            r = requests.get(f"{hub.url}/user/alice/{path}", timeout=60, headers=upgrade, allow_redirects=False)
+            assert r.status_code in (302, 403), (path, r.status_code)
+            assert r.status_code == 403 or "/hub/" in r.headers["location"]
     finally:
         hub.stop_server("bob")
         hub.stop_server("alice")
