@@ -80,6 +80,9 @@ node:
 	  cd $(NPM_DIR) && npm ci --no-audit --no-fund --loglevel=error; \
 	fi
 	ln -sf $(NPM_DIR)/node_modules/.bin/configurable-http-proxy $(VENV)/bin/configurable-http-proxy
+	umask 022; install -D -m 0644 -t $(VENV)/share/daas-hub/guacamole-common-js \
+	  $(NPM_DIR)/node_modules/guacamole-common-js/dist/cjs/guacamole-common.js \
+	  $(NPM_DIR)/node_modules/guacamole-common-js/LICENSE
 
 # -- daas-hub itself, installed (not editable) so session accounts can read it
 project: $(VENV)/bin/python

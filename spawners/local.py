@@ -19,8 +19,10 @@ from jupyterhub.spawner import LocalProcessSpawner, set_user_setuid
 from traitlets import Unicode, default
 
 from daas_hub.access import decide_access, read_auth_state, stale_notice
+from daas_hub.errors import SettingsError
 from daas_hub.mounts import DEFAULT_ROOT, plan_mounts
 from daas_hub.session import PLAN_ENV
+from daas_hub.vmtargets import GUACD_ENV, TARGETS_ENV, load_targets, targets_env, targets_for
 
 try:  # JupyterHub >= 5.4
     from jupyterhub.spawner import SpawnException
@@ -83,6 +85,28 @@ class LocalSpawner(LocalProcessSpawner):
         """,
     )
 
+    vm_targets_file = Unicode(
+        "",
+        config=True,
+        help="""The facility's virtual machines users may open in their session (YAML,
+        docs/desktops.md), with who may open each. Each session gets the machines its
+        user may open, computed from their roles and proposals at start; the session
+        accepts no other. Empty (the default): no VM desktops.
+
+        Example: ``"/etc/daas-hub/vm-targets.yaml"``
+        """,
+    )
+
+    guacd_address = Unicode(
+        "",
+        config=True,
+        help="""``host:port`` of the guacd daemon sessions connect to for VM desktops.
+
+        Example: ``"127.0.0.1:4822"``. Empty: the VM page says the VM desktop is
+        unavailable.
+        """,
+    )
+
     session_bin = Unicode(
         config=True,
         help="""Folder holding ``daas-hub-session`` and ``jupyterhub-singleuser`` for
@@ -118,6 +142,7 @@ class LocalSpawner(LocalProcessSpawner):
     _account = None  # pwd entry of the account the session runs as
     _home = None
     _plan = None
+    _vm_targets = ()
 
     async def start(self):
         known = read_auth_state(await self.user.get_auth_state())
@@ -156,6 +181,7 @@ class LocalSpawner(LocalProcessSpawner):
             account.username, proposals, root=self.proposals_root,
             data_portal_url=self.data_portal_url or None,
         )
+        self._vm_targets = self._targets_for(account, proposals)
         try:
             return await super().start()
         except PermissionError:
@@ -169,9 +195,18 @@ class LocalSpawner(LocalProcessSpawner):
 
     async def progress(self):
         """Tell the person when their proposals are the last known ones (catalogue outage)."""
-        notice = stale_notice(await self.user.get_auth_state(), facility=self.facility_name)
+        notice = stale_notice(await self.user.get_auth_state(), facility=self._policy()[0])
         if notice:
             yield {"progress": 10, "message": notice}
+
+    def _targets_for(self, account, proposals):
+        if not self.vm_targets_file:
+            return ()
+        try:
+            return targets_for(account, proposals, load_targets(self.vm_targets_file))
+        except SettingsError as e:  # the session starts; its VM page says none is open
+            self.log.error("VM desktops are off for %s: %s", self.user.name, e)
+            return ()
 
     def _prepare_home(self, entry) -> str:
         if not self.home_root:
@@ -220,5 +255,9 @@ class LocalSpawner(LocalProcessSpawner):
     def get_env(self):
         env = super().get_env()
         env[PLAN_ENV] = self._plan.to_json()
+        if self._vm_targets:
+            env[TARGETS_ENV] = targets_env(self._vm_targets)
+        if self.guacd_address:
+            env[GUACD_ENV] = self.guacd_address
         env["PATH"] = os.pathsep.join([self.session_bin, "/usr/local/bin", "/usr/bin", "/bin"])
         return env

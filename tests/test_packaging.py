@@ -50,8 +50,7 @@ def test_imports_and_entry_points(clean_venv):
         "import jupyterhub; print('jupyterhub', jupyterhub.__version__)\n"
         "from importlib.metadata import entry_points\n"
         "for group, name in [('jupyterhub.authenticators', 'daas-demo'), ('jupyterhub.spawners', 'daas-local'),"
-        " ('jupyter_serverproxy_servers', 'daas-desktop'), ('jupyterhub.authenticators', 'daas-oidc'),"
-        " ('jupyterhub.authenticators', 'daas-multi')]:\n"
+        " ('jupyterhub.authenticators', 'daas-oidc'), ('jupyterhub.authenticators', 'daas-multi')]:\n"
         "    (ep,) = [e for e in entry_points(group=group) if e.name == name]\n"
         "    print(group, name, ep.load().__module__)\n"
     )
@@ -62,7 +61,9 @@ def test_imports_and_entry_points(clean_venv):
     assert "daas-demo daas_hub.authenticators.demo" in out
     assert "daas-oidc daas_hub.authenticators.oidc" in out
     assert "daas-multi daas_hub.authenticators.multi" in out
-    assert "daas-desktop daas_hub.proxies.desktop" in out
+    # desktops come from the session's server extension, enabled by a packaged config file
+    enabled = clean_venv / "etc/jupyter/jupyter_server_config.d/daas_hub_proxies.json"
+    assert '"daas_hub.proxies.extension": true' in enabled.read_text()
     assert (clean_venv / "bin/daas-hub").exists() and (clean_venv / "bin/daas-hub-session").exists()
 
 
