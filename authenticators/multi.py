@@ -28,6 +28,7 @@ from jupyterhub.utils import url_path_join
 from traitlets import Dict, Instance, List, Unicode, default, validate
 
 from .conditions import ConditionsHandler, ConditionsOfUse
+from .mapping import ProposalMapping
 from .oidc import LOGIN_KEY, OIDCAuthenticator, provider_logout_url
 
 PROVIDER_KEYS_HELP = "name, label, and any OIDCAuthenticator setting (issuer, client_id, link_by, ...)"
@@ -98,6 +99,12 @@ class MultiAuthenticator(Authenticator):
     def _default_conditions(self):
         return ConditionsOfUse(parent=self)
 
+    mapping = Instance(ProposalMapping)
+
+    @default("mapping")
+    def _default_mapping(self):
+        return ProposalMapping(parent=self)
+
     @default("enable_auth_state")
     def _default_enable_auth_state(self):
         return True
@@ -150,6 +157,7 @@ class MultiAuthenticator(Authenticator):
                 **traits,
             )
             child.conditions = self.conditions
+            child.mapping = self.mapping  # one proposal source (one cache, one pool) for all providers
             self._children[entry["name"]] = child
 
     def provider(self, name: str) -> OIDCAuthenticator | None:

@@ -182,7 +182,10 @@ async def test_the_spawn_progress_shows_the_stale_notice():
 
     user = SimpleNamespace(name="alice", get_auth_state=get_auth_state, url="/user/alice/", escaped_name="alice",
                            id=1, server=None)
-    spawner = LocalSpawner(user=user, facility_name="ESRF")
+    # the facility's name comes from the login's proposal mapping (one setting, shared)
+    login = SimpleNamespace(mapping=SimpleNamespace(facility_name="ESRF", contact="the User Office",
+                                                    staff_without_proposal=True))
+    spawner = LocalSpawner(user=user, authenticator=login)
     [event] = [e async for e in spawner.progress()]
     assert "proposal catalogue of ESRF is not answering" in event["message"]
     state["value"] = make_auth_state(Account("alice"), [])
