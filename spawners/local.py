@@ -6,99 +6,27 @@ unprivileged system account, never as root: the user's facility account (it
 must exist on the machine), or one shared account the admin names (``run_as``,
 the demo's choice). The session lays out its own proposals folder from the
 mount plan the hub computes (:mod:`daas_hub.session`).
+
+Used as a child of :class:`daas_hub.spawners.wrapper.DaasSpawner` (which checks
+the request and calls :meth:`configure_session`), or alone as ``daas-local``.
 """
 
 from __future__ import annotations
 
 import os
-import pwd
-import sys
-from pathlib import Path
 
 from jupyterhub.spawner import LocalProcessSpawner, set_user_setuid
-from traitlets import Unicode, default
+from traitlets import default
 
-from daas_hub.access import decide_access, read_auth_state
-from daas_hub.mounts import DEFAULT_ROOT, plan_mounts
 from daas_hub.session import PLAN_ENV
 
-try:  # JupyterHub >= 5.4
-    from jupyterhub.spawner import SpawnException
-except ImportError:  # pragma: no cover - older hubs
-    from tornado.web import HTTPError as _HTTPError
+from .common import SessionSetup, refuse
 
-    class SpawnException(_HTTPError):
-        def __init__(self, message, *, reason, **kwargs):
-            super().__init__(400, message)
-            self.jupyterhub_message = message
-            self.reason = reason
+__all__ = ["LocalSpawner", "refuse"]
 
 
-def _refuse(message: str, reason: str) -> SpawnException:
-    err = SpawnException(message, reason=reason)
-    err.jupyterhub_message = message
-    return err
-
-
-class LocalSpawner(LocalProcessSpawner):
+class LocalSpawner(SessionSetup, LocalProcessSpawner):
     """Start sessions as local processes, with the user's proposals folder."""
-
-    run_as = Unicode(
-        "",
-        config=True,
-        help="""Run every session as this local system account.
-
-        Empty (the default): each session runs as the user's facility account
-        (from the proposal source), which must exist on this machine. The demo
-        sets it to an unprivileged account it creates, and says so on its pages.
-        Root (uid 0) is always refused.
-
-        Example: ``"daas-demo"``
-        """,
-    )
-
-    home_root = Unicode(
-        "",
-        config=True,
-        help="""Give each session the home ``<home_root>/<hub username>``, created on
-        first start and owned by the session's account.
-
-        Empty (the default): the account's own home directory from the system.
-        Example: ``"/srv/daas-hub/homes"``
-        """,
-    )
-
-    proposals_root = Unicode(
-        DEFAULT_ROOT,
-        config=True,
-        help="""Name of the folder in the session's home that shows the user's proposals.""",
-    )
-
-    data_portal_url = Unicode(
-        "",
-        config=True,
-        help="""The facility's data portal, named in the notice of archived proposals.
-
-        Example: ``"https://data.facility.example"``
-        """,
-    )
-
-    facility_name = Unicode("the facility", config=True, help="""The facility's name, as shown in messages.""")
-    contact = Unicode(
-        "the facility's user office", config=True, help="""Whom users contact, as shown in messages."""
-    )
-
-    session_bin = Unicode(
-        config=True,
-        help="""Folder holding ``daas-hub-session`` and ``jupyterhub-singleuser`` for
-        sessions. It must be readable and executable by the session accounts: build
-        it with the system Python, not one in root's home. Default: the hub's own.
-        """,
-    )
-
-    @default("session_bin")
-    def _default_session_bin(self):
-        return str(Path(sys.executable).parent)
 
     @default("cmd")
     def _default_cmd(self):
@@ -111,59 +39,18 @@ class LocalSpawner(LocalProcessSpawner):
     def _default_default_url(self):
         return "/lab"
 
-    _account = None  # pwd entry of the account the session runs as
-    _home = None
-    _plan = None
-
     async def start(self):
-        known = read_auth_state(await self.user.get_auth_state())
-        if known is None:
-            raise _refuse(
-                "The hub has no proposal information for you (it is kept from your last "
-                "login). Please log out and sign in again.",
-                reason="no-auth-state",
-            )
-        account, proposals = known
-        decision = decide_access(
-            account, proposals, facility=self.facility_name, contact=self.contact,
-            who=self.user.name,
-        )
-        if not decision.allowed:
-            raise _refuse(decision.message, reason=decision.reason)
-        system_name = self.run_as or account.username
-        try:
-            entry = pwd.getpwnam(system_name)
-        except KeyError:
-            raise _refuse(
-                f"Your account {system_name} does not exist on this machine, so no session "
-                f"can run as you. Contact {self.contact}.",
-                reason="no-system-account",
-            ) from None
-        if entry.pw_uid == 0:
-            raise _refuse(
-                f"Sessions never run as root, and {system_name} is root. The admin must set "
-                f"c.LocalSpawner.run_as to an unprivileged account.",
-                reason="root",
-            )
-        self._account = entry
-        self._home = self._prepare_home(entry)
-        self._plan = plan_mounts(
-            account.username, proposals, root=self.proposals_root,
-            data_portal_url=self.data_portal_url or None,
-        )
+        if self._order is not None:
+            account, proposals = self._order.account, self._order.proposals
+            r = self._order.request
+            # LocalProcessSpawner does not enforce these; the session sees them
+            # as MEM_LIMIT / CPU_LIMIT (jupyter-resource-usage shows them)
+            self.mem_limit = r.memory
+            self.cpu_limit = float(r.cpu)
+        else:
+            account, proposals = await self._account_from_auth_state()
+        self._prepare_session(account, proposals)
         return await super().start()
-
-    def _prepare_home(self, entry) -> str:
-        if not self.home_root:
-            return entry.pw_dir
-        home = Path(self.home_root) / self.user.name
-        if home.is_symlink():
-            raise _refuse(f"{home} is a symbolic link; the admin must remove it.", reason="home")
-        if not home.exists():
-            home.mkdir(mode=0o700, parents=False)
-            if os.geteuid() == 0:
-                os.chown(home, entry.pw_uid, entry.pw_gid)
-        return str(home)
 
     def make_preexec_fn(self, name):
         setuid = set_user_setuid(self._account.pw_name, chdir=False) if os.geteuid() == 0 else None
@@ -177,15 +64,13 @@ class LocalSpawner(LocalProcessSpawner):
         return preexec
 
     def user_env(self, env):
-        env["USER"] = self._account.pw_name
-        env["HOME"] = self._home
-        shell = self._account.pw_shell or ""
-        usable = os.path.exists(shell) and not shell.endswith(("nologin", "false"))
-        env["SHELL"] = shell if usable else "/bin/bash"
+        env.update(self.session_env())
         return env
 
     def get_env(self):
         env = super().get_env()
+        if self._order is not None:
+            env.update(self._order.profile.local_environment)
         env[PLAN_ENV] = self._plan.to_json()
         env["PATH"] = os.pathsep.join([self.session_bin, "/usr/local/bin", "/usr/bin", "/bin"])
         return env

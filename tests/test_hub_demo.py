@@ -32,8 +32,12 @@ def listing(hub, user, path):
 def login_and_wait(hub, user):
     r = hub.login(user)
     assert r.status_code == 302, f"{user}: {r.status_code} {r.text[:500]}"
-    # follow the hub's redirects as a browser would: /hub/ -> /hub/spawn -> pending
-    r = r.session.get(hub.url + r.headers["location"], timeout=60)
+    # follow the hub's redirects as a browser would: /hub/ -> /hub/spawn (the form, prefilled)
+    session = r.session
+    r = session.get(hub.url + r.headers["location"], timeout=60)
+    assert r.status_code == 200, r.text[:500]
+    assert 'id="daas-options"' in r.text, "the spawn form"
+    r = hub.submit_form(session, user)  # one click: Start with the prefilled choice
     assert r.status_code == 200, r.text[:500]
     return hub.wait_ready(user)
 
