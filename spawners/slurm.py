@@ -22,6 +22,7 @@ import os
 import random
 import re
 import shlex
+import shutil
 import time
 from dataclasses import dataclass
 from importlib import resources
@@ -273,7 +274,7 @@ class SlurmSpawner(SessionSetup, _BatchSlurmSpawner):
     submit_prefix = List(
         Unicode(), config=True,
         help="""Command prefix that runs ``sbatch`` as the session's account ({account} is replaced).
-        Default: ``runuser -u {account} --`` when the hub runs as root, else nothing (sbatch as the hub's user).
+        Default: ``runuser --preserve-environment -u {account} --`` when the hub runs as root, else nothing (sbatch as the hub's user).
         """,
     )
     squeue_interval = Float(
@@ -294,7 +295,7 @@ class SlurmSpawner(SessionSetup, _BatchSlurmSpawner):
 
     @default("submit_prefix")
     def _default_submit_prefix(self):
-        return ["runuser", "-u", "{account}", "--"] if os.geteuid() == 0 else []
+        return ["runuser", "--preserve-environment", "-u", "{account}", "--"] if os.geteuid() == 0 else []
 
     @default("env_keep")
     def _default_env_keep(self):
@@ -318,9 +319,13 @@ class SlurmSpawner(SessionSetup, _BatchSlurmSpawner):
             env["SLURM_CONF"] = self.slurm_conf
         return env
 
+    def user_env(self, env):
+        # batchspawner looks the hub user up in pwd; the session runs as its own account
+        env.update(self.session_env())
+        return env
+
     def get_env(self):
         env = super().get_env()
-        env.update(self.session_env())
         env[PLAN_ENV] = self._plan.to_json()
         env["PATH"] = os.pathsep.join([self.session_bin, "/usr/local/bin", "/usr/bin", "/bin"])
         if self.slurm_conf:
@@ -361,6 +366,8 @@ class SlurmSpawner(SessionSetup, _BatchSlurmSpawner):
         env = self.get_env()
         script = render_job_script(self.job_spec(env.keys()))
         argv = [part.format(account=self._account.pw_name) for part in self.submit_prefix] + ["sbatch", "--parsable"]
+        # the session's PATH is not the hub's: find the commands with the hub's own
+        argv[0] = shutil.which(argv[0], path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin") or argv[0]
         self.log.info("Submitting %s's session to Slurm: %s", self._log_name, " ".join(argv))
         self.log.debug("Job script:\n%s", script)
         code, out, err = await run_command(argv, input=script, env=env, timeout=self.command_timeout)

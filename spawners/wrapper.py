@@ -20,6 +20,7 @@ from importlib import resources
 import jinja2
 from jupyterhub.spawner import Spawner
 from markupsafe import escape
+from tornado import web
 from traitlets import Any, Bool, Dict, List, Unicode, default, observe, validate
 from traitlets.utils.importstring import import_item
 
@@ -398,7 +399,18 @@ class DaasSpawner(Spawner):
         self.session_options = request.to_options()
         child.configure_session(SessionOrder(request, profile, account, tuple(proposals)))
         self.log.info("Starting %s: %s", self._log_name, ", ".join(f"{k}={v}" for k, v in self.session_options.items()))
-        return await child.start()
+        try:
+            return await child.start()
+        except web.HTTPError:
+            raise
+        except (TimeoutError, asyncio.CancelledError):
+            raise
+        except Exception as e:
+            self.log.exception("The %s backend failed to start %s", request.backend, self._log_name)
+            raise refuse(
+                f"The session could not start on {request.backend} ({type(e).__name__}: {e}). "
+                f"Contact {self.contact} if this persists.", reason="backend-error", status_code=500,
+            ) from None
 
     def _existing_child(self):
         if self.child_spawner is not None:
