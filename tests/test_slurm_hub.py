@@ -199,9 +199,11 @@ def test_hub_restart_finds_the_running_session(slurm_hub, slurm_site, cluster):
     session = login(slurm_hub, "alice")
     assert slurm_hub.submit_form(session, "alice", cpu=1, memory=1).status_code == 200
     slurm_hub.wait_ready("alice", timeout=180)
-    stop_process(slurm_hub.proc, timeout=60)  # cleanup_servers=False: the job keeps running
+    # the hub's API address stays (the session calls it); cleanup_servers=False: the job keeps running
+    hub_bind = re.search(r"hub_bind_url = '([^']+)'", (slurm_site / "test_jupyterhub_config.py").read_text()).group(1)
+    stop_process(slurm_hub.proc, timeout=60)
     assert len(our_jobs(cluster)) == 1
-    again = start_hub(slurm_site, extra_args=HUB_ARGS)
+    again = start_hub(slurm_site, extra_args=[*HUB_ARGS, f"--JupyterHub.hub_bind_url={hub_bind}"])
     try:
         model = again.wait_ready("alice", timeout=60)
         assert model["servers"][""]["ready"]
