@@ -213,3 +213,38 @@ def test_hub_restart_finds_the_running_session(slurm_hub, slurm_site, cluster):
     finally:
         stop_process(again.proc, timeout=60)
         shutil.copy(again.log, slurm_site / "hub-after-restart.log")
+
+
+def progress_messages(hub, user, *, until: str, timeout: float = 60) -> list[str]:
+    """Read the hub's progress event stream for ``user`` until a message contains ``until``."""
+    import json
+
+    import requests
+
+    messages = []
+    deadline = time.monotonic() + timeout
+    with requests.get(f"{hub.url}/hub/api/users/{user}/server/progress", stream=True, timeout=timeout,
+                      headers={"Authorization": f"token {hub.token}"}) as r:
+        for line in r.iter_lines(decode_unicode=True):
+            if line and line.startswith("data:"):
+                messages.append(json.loads(line[5:]).get("message", ""))
+                if until in messages[-1]:
+                    break
+            if time.monotonic() > deadline:
+                break
+    return messages
+
+
+def test_progress_shows_the_job_the_queue_position_and_the_pending_reason(slurm_hub, cluster):
+    blocker = cluster.run("sbatch", "--parsable", "--gres=gpu:1", "--job-name=blocker", "-o", "/dev/null",
+                          "--uid=daas-demo", "--gid=daas-demo", "--wrap", "sleep 600").stdout.strip()
+    try:
+        session = login(slurm_hub, "alice")
+        assert slurm_hub.submit_form(session, "alice", cpu=1, memory=1, gpu=1).status_code == 200
+        messages = progress_messages(slurm_hub, "alice", until="pending (reason: Resources")
+        assert any(re.search(r"Slurm job \d+ is pending \(reason: Resources, position 1 of 1 pending\)", m)
+                   for m in messages), messages
+    finally:
+        cluster.run("scancel", blocker, check=False)
+    slurm_hub.wait_ready("alice", timeout=180)
+    slurm_hub.stop_server("alice")
