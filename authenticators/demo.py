@@ -67,11 +67,14 @@ class DemoAuthenticator(Authenticator):
         bind_url = getattr(self.parent, "bind_url", "") if self.parent else ""
         host = urlparse(bind_url).hostname or ""
         if host and not self.allow_remote and not _is_loopback(host):
-            raise ValueError(
-                f"The demo login lets anyone sign in without a password, and the hub listens on "
-                f"{bind_url}. Bind the demo hub to 127.0.0.1 (hub.url in the site settings), or set "
-                f"c.DemoAuthenticator.allow_remote = True on a closed network."
+            # a start-up refusal, not a crash: no traceback (SystemExit passes JupyterHub's handler)
+            self.log.critical(
+                "daas-hub cannot start: the demo login lets anyone sign in without a password, and "
+                "the hub would listen on %s. Fix: bind the demo hub to 127.0.0.1 (hub.url in the site "
+                "settings), or set c.DemoAuthenticator.allow_remote = True on a closed network.",
+                bind_url,
             )
+            raise SystemExit(2)
         self.log.warning("Demo login: sample users sign in without a password. Never use it on a real site.")
 
     async def authenticate(self, handler, data):

@@ -105,10 +105,16 @@ class ProposalMapping(LoggingConfigurable):
             raise self._refuse(decision.message, decision.reason)
         return {
             "name": name,
-            "admin": bool(account.roles & self.admin_roles) or None,
+            "admin": self._admin(account),
             "groups": proposal_groups(proposals, account.username),
             "auth_state": make_auth_state(account, proposals),
         }
+
+    def _admin(self, account) -> bool | None:
+        """Admin from the account's roles; None leaves it to Authenticator.admin_users."""
+        if not self.admin_roles:
+            return None
+        return bool(account.roles & self.admin_roles)
 
     async def refresh(self, auth_state: dict | None, *, name: str) -> dict | bool:
         """New auth data for ``refresh_user``.
@@ -135,7 +141,10 @@ class ProposalMapping(LoggingConfigurable):
         )
         if not decision.allowed:
             return False
-        return {
+        model = {
             "auth_state": make_auth_state(fresh, proposals),
             "groups": proposal_groups(proposals, fresh.username),
         }
+        if self._admin(fresh) is not None:
+            model["admin"] = self._admin(fresh)
+        return model

@@ -120,16 +120,13 @@ def apply_settings(c, settings: Settings) -> None:
         c.DaasSpawner.profile_catalogue = settings.profile_catalogue
     if settings.profiles_enabled is not None:
         c.DaasSpawner.profiles_enabled = list(settings.profiles_enabled)
-    c.DaasSpawner.staff_without_proposal = settings.staff_without_proposal
     if settings.quotas.get("roles"):
         c.DaasSpawner.role_quotas = settings.quotas["roles"]
     if settings.quotas.get("proposals"):
         c.DaasSpawner.proposal_quotas = settings.quotas["proposals"]
-    for section in ("DaasSpawner", "LocalSpawner", "SlurmSpawner"):
-        c[section].facility_name = settings.facility_name
-        c[section].contact = settings.contact
-        if settings.data_portal_url and section != "DaasSpawner":
-            c[section].data_portal_url = settings.data_portal_url
+    if settings.data_portal_url:
+        c.LocalSpawner.data_portal_url = settings.data_portal_url
+        c.SlurmSpawner.data_portal_url = settings.data_portal_url
     run_as = _session_account(settings.run_as)
     if run_as:
         c.LocalSpawner.run_as = run_as

@@ -96,11 +96,6 @@ class SessionSetup(HasTraits):
         """,
     )
 
-    facility_name = Unicode("the facility", config=True, help="""The facility's name, as shown in messages.""")
-    contact = Unicode(
-        "the facility's user office", config=True, help="""Whom users contact, as shown in messages."""
-    )
-
     session_bin = Unicode(
         config=True,
         help="""Folder holding ``daas-hub-session`` and ``jupyterhub-singleuser`` for
@@ -113,6 +108,19 @@ class SessionSetup(HasTraits):
     @default("session_bin")
     def _default_session_bin(self):
         return str(Path(sys.executable).parent)
+
+    def _policy(self):
+        """Facility name, contact and staff rule: the login's, so they are set once."""
+        mapping = getattr(self.authenticator, "mapping", None)
+        return (
+            getattr(mapping, "facility_name", "the facility"),
+            getattr(mapping, "contact", "the facility's user office"),
+            getattr(mapping, "staff_without_proposal", True),
+        )
+
+    @property
+    def contact(self) -> str:
+        return self._policy()[1]
 
     _order: SessionOrder | None = None
     _account = None  # pwd entry of the account the session runs as
@@ -133,8 +141,10 @@ class SessionSetup(HasTraits):
                 reason="no-auth-state",
             )
         account, proposals = known
+        facility, contact, staff_without_proposal = self._policy()
         decision = decide_access(
-            account, proposals, facility=self.facility_name, contact=self.contact, who=self.user.name,
+            account, proposals, facility=facility, contact=contact, who=self.user.name,
+            staff_without_proposal=staff_without_proposal,
         )
         if not decision.allowed:
             raise refuse(decision.message, reason=decision.reason)
@@ -166,7 +176,21 @@ class SessionSetup(HasTraits):
 
     def _prepare_home(self, entry) -> str:
         if not self.home_root:
+            if not os.path.isdir(entry.pw_dir):
+                raise refuse(
+                    f"The account {entry.pw_name} has no home directory ({entry.pw_dir}), so the "
+                    f"session has nowhere to keep your files. The admin must create it or set "
+                    f"home_root (c.LocalSpawner.home_root / c.SlurmSpawner.home_root).",
+                    reason="home",
+                )
             return entry.pw_dir
+        if not os.path.isdir(self.home_root):
+            raise refuse(
+                f"The folder for session homes ({self.home_root}) does not exist. The admin must "
+                f"create it (owned by root, mode 0755) or correct home_root "
+                f"(c.LocalSpawner.home_root / c.SlurmSpawner.home_root).",
+                reason="home",
+            )
         home = Path(self.home_root) / self.user.name
         if home.is_symlink():
             raise refuse(f"{home} is a symbolic link; the admin must remove it.", reason="home")

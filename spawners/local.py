@@ -50,7 +50,16 @@ class LocalSpawner(SessionSetup, LocalProcessSpawner):
         else:
             account, proposals = await self._account_from_auth_state()
         self._prepare_session(account, proposals)
-        return await super().start()
+        try:
+            return await super().start()
+        except PermissionError:
+            raise refuse(
+                f"The session could not start: the account {self._account.pw_name} may not run "
+                f"{self.cmd[0]}. Session programs must be readable and executable by that "
+                f"account (build the session environment with Debian's /usr/bin/python3, "
+                f"not a Python in root's home; see c.LocalSpawner.session_bin).",
+                reason="session-environment",
+            ) from None
 
     def make_preexec_fn(self, name):
         setuid = set_user_setuid(self._account.pw_name, chdir=False) if os.geteuid() == 0 else None

@@ -21,7 +21,7 @@ import jinja2
 from jupyterhub.spawner import Spawner
 from markupsafe import escape
 from tornado import web
-from traitlets import Any, Bool, Dict, List, Unicode, default, observe, validate
+from traitlets import Any, Dict, List, Unicode, default, observe, validate
 from traitlets.utils.importstring import import_item
 
 from daas_hub.access import decide_access, read_auth_state
@@ -136,13 +136,18 @@ class DaasSpawner(Spawner):
         """,
     )
 
-    staff_without_proposal = Bool(
-        True, config=True, help="""Staff may start a session without a proposal ("no proposal" in the form)."""
-    )
-    facility_name = Unicode("the facility", config=True, help="""The facility's name, as shown in messages.""")
-    contact = Unicode(
-        "the facility's user office", config=True, help="""Whom users contact, as shown in messages."""
-    )
+    def _policy(self):
+        """Facility name, contact and staff rule: the login's (ProposalMapping), set once."""
+        mapping = getattr(self.authenticator, "mapping", None)
+        return (
+            getattr(mapping, "facility_name", "the facility"),
+            getattr(mapping, "contact", "the facility's user office"),
+            getattr(mapping, "staff_without_proposal", True),
+        )
+
+    @property
+    def contact(self) -> str:
+        return self._policy()[1]
 
     @default("start_timeout")
     def _default_start_timeout(self):
@@ -265,9 +270,10 @@ class DaasSpawner(Spawner):
                 reason="no-auth-state",
             )
         account, proposals = known
+        facility, contact, staff_without_proposal = self._policy()
         decision = decide_access(
-            account, proposals, facility=self.facility_name, contact=self.contact, who=self.user.name,
-            staff_without_proposal=self.staff_without_proposal,
+            account, proposals, facility=facility, contact=contact, who=self.user.name,
+            staff_without_proposal=staff_without_proposal,
         )
         if not decision.allowed:
             raise refuse(decision.message, reason=decision.reason, status_code=403)
@@ -283,7 +289,7 @@ class DaasSpawner(Spawner):
             quota=self._quota_for(account.roles),
             proposal_quotas=proposal_quotas,
             others=self._other_sessions(),
-            staff_without_proposal=self.staff_without_proposal,
+            staff_without_proposal=staff_without_proposal,
         )
         return ctx, account, proposals
 

@@ -143,3 +143,52 @@ def test_removed_proposal_disappears_and_loses_nothing(hub, demo_site):
     finally:
         path.write_text(original)
         hub.stop_server("bob")
+
+
+def spawn_failure_message(hub, user) -> str:
+    """Log in, press Start in the prefilled form, and return the failure the hub shows there."""
+    r = hub.login(user)
+    assert r.status_code == 302, r.text[:300]
+    session = r.session
+    session.get(hub.url + r.headers["location"], timeout=60)
+    r = hub.submit_form(session, user)
+    assert r.status_code >= 400, r.text[:300]
+    assert "Traceback" not in r.text
+    (message,) = re.findall(r'class="spawn-error-msg[^"]*">(.*?)</p>', r.text, re.S)
+    return re.sub(r"\s+", " ", message)
+
+
+def test_missing_home_folder_is_a_sentence_not_a_traceback(hub, demo_site):
+    homes = demo_site / "homes"
+    away = demo_site / "homes.away"
+    homes.rename(away)
+    try:
+        message = spawn_failure_message(hub, "ivan")
+        assert "The folder for session homes" in message and "does not exist" in message
+        assert "c.LocalSpawner.home_root" in message
+        assert not hub.api("GET", "/users/ivan").json()["servers"]
+    finally:
+        away.rename(homes)
+    login_and_wait(hub, "ivan")  # once the admin fixes it, the next start works
+    hub.stop_server("ivan")
+
+
+def test_removing_the_admin_role_removes_hub_admin(hub, demo_site):
+    path = demo_site / "proposals.yaml"
+    original = path.read_text()
+    doc = yaml.safe_load(original)
+    login_and_wait(hub, "dave")
+    hub.stop_server("dave")
+    assert hub.api("GET", "/users/dave").json()["admin"] is True
+    for account in doc["accounts"]:
+        if account["username"] == "dave":
+            account["roles"] = ["staff"]
+    try:
+        path.write_text(yaml.safe_dump(doc, sort_keys=False))
+        os.utime(path, (os.stat(path).st_atime, os.stat(path).st_mtime + 6))
+        login_and_wait(hub, "dave")
+        assert hub.api("GET", "/users/dave").json()["admin"] is False
+    finally:
+        path.write_text(original)
+        os.utime(path, (os.stat(path).st_atime, os.stat(path).st_mtime + 8))
+        hub.stop_server("dave")

@@ -10,9 +10,7 @@ from __future__ import annotations
 import copy
 import os
 import shutil
-import socket
 import subprocess
-import sys
 import tempfile
 from dataclasses import replace
 from pathlib import Path
@@ -25,16 +23,22 @@ from daas_hub.demo import ACCOUNTS, PROPOSALS, site_settings
 from daas_hub.errors import SettingsError
 from daas_hub.settings import load_settings, parse_settings
 
+from conftest import BIN, REPO, free_port
+
 pytestmark = pytest.mark.hub
 
-REPO = Path(__file__).resolve().parent.parent
-BIN = Path(sys.executable).parent
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def run_hub(site: Path, *, host: str = "127.0.0.1") -> tuple[int, str]:
+    """Run the real hub on ``site`` until it exits (it must refuse to start)."""
+    env = {k: v for k, v in os.environ.items() if k != "JUPYTERHUB_CRYPT_KEY"}
+    env["DAAS_HUB_SETTINGS"] = str(site / "site.yaml")
+    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+    r = subprocess.run(
+        [str(BIN / "jupyterhub"), "-f", str(REPO / "jupyterhub_config.py"),
+         f"--JupyterHub.bind_url=http://{host}:{free_port()}"],
+        cwd=site, env=env, capture_output=True, text=True, timeout=60,
+    )
+    return r.returncode, r.stdout + r.stderr
 
 
 @pytest.fixture
@@ -104,17 +108,8 @@ def test_hub_refuses_bad_settings(site, case):
     files = good_site()
     name, entry, problem = case(files)
     write_site(site, files)
-
-    env = {k: v for k, v in os.environ.items() if k != "JUPYTERHUB_CRYPT_KEY"}
-    env["DAAS_HUB_SETTINGS"] = str(site / "site.yaml")
-    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
-    r = subprocess.run(
-        [str(BIN / "jupyterhub"), "-f", str(REPO / "jupyterhub_config.py"),
-         f"--JupyterHub.bind_url=http://127.0.0.1:{free_port()}"],
-        cwd=site, env=env, capture_output=True, text=True, timeout=60,
-    )
-    output = r.stdout + r.stderr
-    assert r.returncode == 2, output
+    returncode, output = run_hub(site)
+    assert returncode == 2, output
     where = f"{site / name}: {entry}: " if entry else f"{site / name}: "
     assert f"daas-hub cannot start: {where}{problem}" in output
     assert "\n  Fix: " in output
@@ -167,3 +162,15 @@ def test_the_demo_keeps_its_own_crypt_key(tmp_path, monkeypatch):
     assert len(bytes.fromhex(key)) == 32
     assert path.stat().st_mode & 0o777 == 0o600
     assert _crypt_key(settings) == [key]  # the same key on the next start
+
+
+def test_demo_hub_refuses_a_non_loopback_address(site):
+    """The passwordless demo login never listens beyond loopback unless the admin says so."""
+    files = good_site()
+    files["site.yaml"]["hub"]["url"] = "http://0.0.0.0:8000"
+    write_site(site, files)
+    returncode, output = run_hub(site, host="0.0.0.0")
+    assert returncode == 2, output
+    assert "daas-hub cannot start: the demo login lets anyone sign in without a password" in output
+    assert "c.DemoAuthenticator.allow_remote = True" in output
+    assert "Traceback" not in output

@@ -164,8 +164,9 @@ class YamlProposalSource(ProposalSource):
     def check(self) -> None:
         if not self.path:
             raise SettingsError(
-                "site settings", "proposal_source > path", "no proposals file is set",
-                "set proposal_source.path to your proposals YAML file (docs/proposals.md)",
+                "c.YamlProposalSource.path", "", "no proposals file is set",
+                "set proposal_source.path in the site settings (or c.YamlProposalSource.path) "
+                "to your proposals YAML file (docs/proposals.md)",
             )
         self._load()
 
