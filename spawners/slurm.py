@@ -200,6 +200,43 @@ async def run_command(argv: list[str], *, input: str | None = None, env: dict | 
     return proc.returncode, out.decode(errors="replace"), err.decode(errors="replace")
 
 
+# -- what is free now, per partition, for the form
+@dataclass(frozen=True)
+class PartitionFree:
+    partition: str
+    state: str
+    cpus_idle: int
+    cpus_total: int
+    memory_free_mb: int
+    gres: str
+
+
+def parse_sinfo(text: str) -> list[PartitionFree]:
+    """``sinfo -h -o '%R|%a|%C|%e|%G'`` output (one line per partition and node state) summed per partition."""
+    out: dict[str, list] = {}
+    for line in text.splitlines():
+        parts = line.strip().split("|")
+        if len(parts) < 5:
+            continue
+        name, avail, cpus, free_mem, gres = parts[:5]
+        try:
+            _alloc, idle, _other, total = (int(x) for x in cpus.split("/"))
+            mem = int(free_mem) if free_mem.isdigit() else 0
+        except ValueError:
+            continue
+        row = out.setdefault(name, [avail, 0, 0, 0, gres])
+        row[1] += idle
+        row[2] += total
+        row[3] += mem
+    return [PartitionFree(n, r[0], r[1], r[2], r[3], r[4]) for n, r in out.items()]
+
+
+async def free_per_partition(env: dict, timeout: float = 10) -> list[PartitionFree] | None:
+    """What is free now on the cluster, or None when sinfo does not answer."""
+    code, out, _ = await run_command(["sinfo", "-h", "-o", "%R|%a|%C|%e|%G"], env=env, timeout=timeout)
+    return parse_sinfo(out) if code == 0 else None
+
+
 # -- the port report from the session (replaces batchspawner's handler, which setattr()s anything)
 class SessionPortHandler(APIHandler):
     """``POST /hub/api/batchspawner {"port": N}`` from the session's own token: sets the port only."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import os
 from importlib import resources
 
 import jinja2
@@ -353,7 +354,9 @@ class DaasSpawner(Spawner):
                             "gpu": p.default.gpu, "hours": p.default.hours},
                 "max": {"cpu": int(p.max.cpu), "memory": p.max.memory / GIB, "gpu": p.max.gpu, "hours": p.max.hours},
             })
+        cluster = await self._cluster_free()
         return _form_template().render(
+            cluster=cluster,
             proposals=proposals,
             no_proposal=ctx.no_proposal_allowed,
             no_proposal_value=NO_PROPOSAL,
@@ -363,6 +366,16 @@ class DaasSpawner(Spawner):
             quota=quota, used=used, left=left, gib=GIB,
             others=[o.to_options() for o in ctx.others],
         )
+
+    async def _cluster_free(self):
+        """Slurm: free CPUs and memory per partition (sinfo), for the form; None if not offered."""
+        if "slurm" not in self.backends or _slurm is None:
+            return None
+        env = {k: v for k, v in os.environ.items() if k in ("PATH", "SLURM_CONF", "LANG")}
+        conf = self.config.get("SlurmSpawner", {}).get("slurm_conf")
+        if conf:
+            env["SLURM_CONF"] = conf
+        return await _slurm.free_per_partition(env) or []
 
     async def quota_summary(self) -> dict:
         """For the quota page: the role, the quota, what is used and what is left."""

@@ -109,6 +109,8 @@ def server_gone(hub, user, server=""):
 
 def test_spawn_through_the_form_runs_a_slurm_job_with_the_chosen_resources(slurm_hub, cluster):
     session = login(slurm_hub, "alice")
+    page = session.get(f"{slurm_hub.url}/hub/spawn", timeout=60).text
+    assert re.search(r"debug \(up\): \d+ of 8 CPUs idle, [0-9.]+ GiB free, gpu:1", page), "sinfo in the form"
     form = slurm_hub.spawn_form(session, "alice")
     assert form["backend"] == "slurm" and form["proposal"] == "MX-1001"
     r = slurm_hub.submit_form(session, "alice", profile="diffraction", cpu=2, memory=3, gpu=1, hours=1.5)
