@@ -155,13 +155,13 @@ class SqueueMonitor:
         now = time.monotonic()
         stale = now - self.attempted_at >= max_age
         unseen_new = job_id not in self.snapshot and self._submitted.get(job_id, float("-inf")) >= self.fetched_at
-        if stale or unseen_new:
-            if self._inflight is None or self._inflight.done():
-                self._inflight = asyncio.ensure_future(self._refresh())
-            try:
-                await asyncio.shield(self._inflight)
-            except ControllerSilent:
-                raise
+        if self._inflight is not None and not self._inflight.done():
+            # a refresh is under way: its answer, not the older snapshot (after a hub restart
+            # the older snapshot is empty, and every session would look gone)
+            await asyncio.shield(self._inflight)
+        elif stale or unseen_new:
+            self._inflight = asyncio.ensure_future(self._refresh())
+            await asyncio.shield(self._inflight)
         elif self.failing_since is not None:
             raise ControllerSilent("the controller did not answer the last squeue")
         return self.snapshot.get(job_id)

@@ -74,3 +74,36 @@ def test_sinfo_summary_sums_node_states_per_partition():
         slurm.PartitionFree("debug*", "up", 14, 16, 21000, "gpu:1"),
         slurm.PartitionFree("batch", "up", 8, 8, 21000, "(null)"),
     ]
+
+
+async def test_monitor_callers_wait_for_the_refresh_under_way(tmp_path):
+    """A slow squeue (scripted: sleeps, then lists job 7): every concurrent lookup gets its answer,
+    none reads the empty snapshot from before, and only one squeue runs."""
+    import asyncio
+
+    fake = tmp_path / "squeue"
+    calls = tmp_path / "calls"
+    fake.write_text("#!/bin/sh\n")  # first: no job listed yet
+    fake.chmod(0o755)
+    monitor = slurm.SqueueMonitor([str(fake)], env={})
+    assert await monitor.lookup("7", max_age=0) is None
+    fake.write_text(f"#!/bin/sh\necho x >> {calls}\nsleep 0.5\necho '7|RUNNING|node1|None'\n")
+    await asyncio.sleep(0.1)
+    first = asyncio.ensure_future(monitor.lookup("7", max_age=0.05))  # stale: refreshes
+    await asyncio.sleep(0.2)  # the refresh is under way now
+    views = [*await asyncio.gather(*(monitor.lookup("7", max_age=10) for _ in range(19))), await first]
+    assert views == [slurm.JobView("RUNNING", "node1", "None")] * 20
+    assert len(calls.read_text().split()) == 1
+    assert await monitor.lookup("8", max_age=10) is None  # not listed: gone
+
+
+async def test_monitor_keeps_the_last_state_while_squeue_fails(tmp_path):
+    fake = tmp_path / "squeue"
+    fake.write_text("#!/bin/sh\necho '7|RUNNING|node1|None'\n")
+    fake.chmod(0o755)
+    monitor = slurm.SqueueMonitor([str(fake)], env={})
+    assert (await monitor.lookup("7", max_age=0)).state == "RUNNING"
+    fake.write_text("#!/bin/sh\necho 'slurm_load_jobs error: Unable to contact slurm controller' >&2\nexit 1\n")
+    with pytest.raises(slurm.ControllerSilent, match="Unable to contact slurm controller"):
+        await monitor.lookup("7", max_age=0)
+    assert monitor.failing_since is not None and monitor.snapshot["7"].state == "RUNNING"
