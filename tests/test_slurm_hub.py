@@ -197,26 +197,6 @@ def test_quota_refusal_names_the_option_and_the_limit(slurm_hub, cluster):
     assert not our_jobs(cluster)
 
 
-def test_hub_restart_finds_the_running_session(slurm_hub, slurm_site, cluster):
-    session = login(slurm_hub, "alice")
-    assert slurm_hub.submit_form(session, "alice", cpu=1, memory=1).status_code == 200
-    slurm_hub.wait_ready("alice", timeout=180)
-    # the hub's API address stays (the session calls it); cleanup_servers=False: the job keeps running
-    hub_bind = re.search(r"hub_bind_url = '([^']+)'", (slurm_site / "test_jupyterhub_config.py").read_text()).group(1)
-    stop_process(slurm_hub.proc, timeout=60)
-    assert len(our_jobs(cluster)) == 1
-    again = start_hub(slurm_site, extra_args=[*HUB_ARGS, f"--JupyterHub.hub_bind_url={hub_bind}"])
-    try:
-        model = again.wait_ready("alice", timeout=60)
-        assert model["servers"][""]["ready"]
-        assert again.server_api("alice", "GET", "/contents").status_code == 200
-        again.stop_server("alice")
-        assert not our_jobs(cluster)
-    finally:
-        stop_process(again.proc, timeout=60)
-        shutil.copy(again.log, slurm_site / "hub-after-restart.log")
-
-
 def progress_messages(hub, user, *, until: str, timeout: float = 60) -> list[str]:
     """Read the hub's progress event stream for ``user`` until a message contains ``until``."""
     import json
@@ -250,3 +230,24 @@ def test_progress_shows_the_job_the_queue_position_and_the_pending_reason(slurm_
         cluster.run("scancel", blocker, check=False)
     slurm_hub.wait_ready("alice", timeout=180)
     slurm_hub.stop_server("alice")
+
+
+# last: it stops the module's hub
+def test_hub_restart_finds_the_running_session(slurm_hub, slurm_site, cluster):
+    session = login(slurm_hub, "alice")
+    assert slurm_hub.submit_form(session, "alice", cpu=1, memory=1).status_code == 200
+    slurm_hub.wait_ready("alice", timeout=180)
+    # the hub's API address stays (the session calls it); cleanup_servers=False: the job keeps running
+    hub_bind = re.search(r"hub_bind_url = '([^']+)'", (slurm_site / "test_jupyterhub_config.py").read_text()).group(1)
+    stop_process(slurm_hub.proc, timeout=60)
+    assert len(our_jobs(cluster)) == 1
+    again = start_hub(slurm_site, extra_args=[*HUB_ARGS, f"--JupyterHub.hub_bind_url={hub_bind}"])
+    try:
+        model = again.wait_ready("alice", timeout=60)
+        assert model["servers"][""]["ready"]
+        assert again.server_api("alice", "GET", "/contents").status_code == 200
+        again.stop_server("alice")
+        assert not our_jobs(cluster)
+    finally:
+        stop_process(again.proc, timeout=60)
+        shutil.copy(again.log, slurm_site / "hub-after-restart.log")
