@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from daas_hub.options import SessionRequest
@@ -107,3 +109,36 @@ async def test_monitor_keeps_the_last_state_while_squeue_fails(tmp_path):
     with pytest.raises(slurm.ControllerSilent, match="Unable to contact slurm controller"):
         await monitor.lookup("7", max_age=0)
     assert monitor.failing_since is not None and monitor.snapshot["7"].state == "RUNNING"
+
+
+async def test_poll_keeps_the_session_within_the_grace_period_then_reports_it_stopped(tmp_path, monkeypatch):
+    """Scripted squeue on PATH: answers once, then the controller is silent."""
+    import asyncio
+    from types import SimpleNamespace
+
+    fake = tmp_path / "squeue"
+    fake.write_text("#!/bin/sh\necho '7|RUNNING|node1|None'\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    monkeypatch.setenv("SLURM_CONF", str(tmp_path / "slurm.conf"))  # its own shared monitor
+    spawner = slurm.SlurmSpawner(user=SimpleNamespace(name="alice"), job_id="7", controller_grace=1.0,
+                                 squeue_interval=0.01, squeue_jitter=0)
+    assert await spawner.poll() is None
+    fake.write_text("#!/bin/sh\necho 'squeue: error: Socket timed out on send/recv operation' >&2\nexit 1\n")
+    await asyncio.sleep(0.05)
+    assert await spawner.poll() is None  # silent, within the grace period: still running
+    await asyncio.sleep(1.1)
+    assert await spawner.poll() == 1  # longer than controller_grace: stopped
+    assert spawner.job_id == ""
+
+
+async def test_poll_reports_a_vanished_job_stopped(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    fake = tmp_path / "squeue"
+    fake.write_text("#!/bin/sh\necho '8|RUNNING|node1|None'\n")  # job 7 is not listed
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    monkeypatch.setenv("SLURM_CONF", str(tmp_path / "slurm.conf"))
+    spawner = slurm.SlurmSpawner(user=SimpleNamespace(name="alice"), job_id="7", squeue_interval=0.01)
+    assert await spawner.poll() == 1 and spawner.job_id == ""
