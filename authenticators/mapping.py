@@ -7,11 +7,14 @@ in, :meth:`ProposalMapping.refresh` from ``refresh_user``.
 
 from __future__ import annotations
 
+from dataclasses import replace
+from datetime import datetime
+
 from tornado import web
 from traitlets import Bool, Set, Type, Unicode
 from traitlets.config import LoggingConfigurable
 
-from daas_hub.access import decide_access, make_auth_state, proposal_groups, read_auth_state
+from daas_hub.access import STATE_KEY, decide_access, make_auth_state, proposal_groups, read_auth_state
 from daas_hub.errors import SourceUnavailable
 from daas_hub.model import Identity
 from daas_hub.sources import ProposalSource, YamlProposalSource
@@ -77,8 +80,15 @@ class ProposalMapping(LoggingConfigurable):
         err.jupyterhub_message = message
         return err
 
-    async def auth_model(self, identity: Identity, *, name: str, who: str | None = None) -> dict:
-        """The auth model for ``identity`` signing in as hub user ``name``.
+    async def auth_model(
+        self, identity: Identity, *, name: str | None = None, who: str | None = None,
+        idp_roles: frozenset[str] = frozenset(),
+    ) -> dict:
+        """The auth model for ``identity`` signing in.
+
+        The hub user is named ``name``, or (None) after the facility account the
+        identity is linked to. ``idp_roles`` are roles the identity provider
+        grants (staff, admin, instructor from its claims), added to the account's.
 
         Raises an HTTP 403 whose message says why and whom to contact when the
         person may not have a session, and 503 when the catalogue does not answer.
@@ -86,6 +96,8 @@ class ProposalMapping(LoggingConfigurable):
         who = who or identity.email or identity.username or identity.subject
         try:
             account = await self.source.resolve_account(identity)
+            if account is not None and idp_roles:
+                account = replace(account, roles=account.roles | idp_roles)
             proposals = await self.source.proposals_for(account) if account else []
         except SourceUnavailable as e:
             self.log.error("Proposal source unavailable during login of %s: %s", name, e)
@@ -101,13 +113,13 @@ class ProposalMapping(LoggingConfigurable):
             staff_without_proposal=self.staff_without_proposal,
         )
         if not decision.allowed:
-            self.log.info("Refusing %s: %s", name, decision.reason)
+            self.log.info("Refusing %s: %s", name or who, decision.reason)
             raise self._refuse(decision.message, decision.reason)
         return {
-            "name": name,
+            "name": name or account.username,
             "admin": self._admin(account),
             "groups": proposal_groups(proposals, account.username),
-            "auth_state": make_auth_state(account, proposals),
+            "auth_state": _with_idp_roles(make_auth_state(account, proposals), idp_roles),
         }
 
     def _admin(self, account) -> bool | None:
@@ -127,14 +139,21 @@ class ProposalMapping(LoggingConfigurable):
         if known is None:
             return False
         account, last = known
+        idp_roles = frozenset(auth_state[STATE_KEY].get("idp_roles", ()))
         try:
             fresh = await self.source.resolve_account(
                 Identity(provider="facility", subject=account.username, username=account.username)
             )
+            if fresh is not None and idp_roles:
+                fresh = replace(fresh, roles=fresh.roles | idp_roles)
             proposals = await self.source.proposals_for(fresh) if fresh else []
         except SourceUnavailable as e:
             self.log.warning("Proposal source unavailable; keeping %s's last known proposals: %s", name, e)
-            return {"auth_state": make_auth_state(account, last, stale=True)}
+            # keep the time the proposals were last read: the hub's home page shows it
+            fetched_at = auth_state[STATE_KEY].get("fetched_at")
+            then = datetime.fromisoformat(fetched_at) if fetched_at else None
+            stale = make_auth_state(account, last, stale=True, now=then)
+            return {"auth_state": {**auth_state, **_with_idp_roles(stale, idp_roles)}}
         decision = decide_access(
             fresh, proposals, facility=self.facility_name, contact=self.contact, who=name,
             staff_without_proposal=self.staff_without_proposal,
@@ -142,9 +161,16 @@ class ProposalMapping(LoggingConfigurable):
         if not decision.allowed:
             return False
         model = {
-            "auth_state": make_auth_state(fresh, proposals),
+            "auth_state": _with_idp_roles(make_auth_state(fresh, proposals), idp_roles),
             "groups": proposal_groups(proposals, fresh.username),
         }
         if self._admin(fresh) is not None:
             model["admin"] = self._admin(fresh)
         return model
+
+
+def _with_idp_roles(auth_state: dict, idp_roles: frozenset[str]) -> dict:
+    """Remember the provider-granted roles, so that a refresh keeps them."""
+    if idp_roles:
+        auth_state[STATE_KEY]["idp_roles"] = sorted(idp_roles)
+    return auth_state

@@ -100,7 +100,10 @@ def apply_settings(c, settings: Settings) -> None:
         c.CryptKeeper.keys = keys
 
     # login
-    c.JupyterHub.authenticator_class = "daas-demo"
+    if settings.login_kind == "oidc":
+        configure_oidc(c, settings)
+    else:
+        c.JupyterHub.authenticator_class = "daas-demo"
     c.ProposalMapping.source_class = SOURCE_KINDS[settings.source_kind]
     c.ProposalMapping.facility_name = settings.facility_name
     c.ProposalMapping.contact = settings.contact
@@ -139,7 +142,7 @@ def apply_settings(c, settings: Settings) -> None:
         "daas_contact": settings.contact,
         "daas_profiles": [p.name for p in catalogue.profiles],
     }
-    if settings.demo:
+    if settings.demo and settings.login_kind == "demo":
         template_vars["daas_demo_users"] = _demo_users(source)
         note = (
             f"Demo mode: sample users sign in without a password. Every session runs as the "
@@ -148,6 +151,46 @@ def apply_settings(c, settings: Settings) -> None:
         )
         template_vars["announcement"] = note
     c.JupyterHub.template_vars = template_vars
+
+
+def _read_secret(settings: Settings, i: int, path: str) -> str:
+    entry = f"login > providers[{i}] > client_secret_file"
+    try:
+        secret = Path(path).read_text().strip()
+    except OSError as e:
+        raise SettingsError(settings.file, entry, f"cannot read {path} ({e.strerror})",
+                            "write the client secret the provider gave you into that file (mode 0600)") from None
+    if not secret:
+        raise SettingsError(settings.file, entry, f"{path} is empty", "write the provider's client secret into it")
+    return secret
+
+
+def configure_oidc(c, settings: Settings) -> None:
+    """OpenID Connect login: one button per provider (docs/login.md)."""
+    c.JupyterHub.authenticator_class = "daas-multi"
+    providers = []
+    for i, p in enumerate(settings.login_providers):
+        entry = {"name": p["name"], "label": p["label"], "issuer": p["issuer"],
+                 "client_id": p["client_id"], "link_by": p["link_by"]}
+        if p.get("client_secret_file"):
+            entry["client_secret"] = _read_secret(settings, i, p["client_secret_file"])
+        for key, trait in (("username_claim", "username_claim"), ("scopes", "scope"),
+                           ("groups_claim", "groups_claim"), ("role_claims", "role_claims"),
+                           ("role_groups", "role_groups"), ("callback_url", "oauth_callback_url")):
+            if key in p:
+                entry[trait] = p[key]
+        providers.append(entry)
+    c.MultiAuthenticator.providers = providers
+    if settings.refresh_age is not None:
+        c.MultiAuthenticator.auth_refresh_age = settings.refresh_age
+        c.OIDCAuthenticator.auth_refresh_age = settings.refresh_age
+    if settings.conditions_version:
+        if not Path(settings.conditions_file).is_file():
+            raise SettingsError(settings.file, "login > conditions_of_use > file",
+                                f"{settings.conditions_file} does not exist",
+                                "write the conditions of use there, or correct the path")
+        c.ConditionsOfUse.version = settings.conditions_version
+        c.ConditionsOfUse.text_file = settings.conditions_file
 
 
 def configure_hub(c, settings_path: str | None = None, *, exit_on_error: bool = True) -> Settings | None:

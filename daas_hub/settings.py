@@ -39,6 +39,10 @@ class Settings:
     slurm: dict = field(default_factory=dict)
     quotas: dict = field(default_factory=dict)
     raw: dict = field(default_factory=dict, compare=False, repr=False)
+    login_providers: tuple[dict, ...] = ()
+    conditions_version: str | None = None
+    conditions_file: str | None = None
+    refresh_age: int | None = None
 
 
 def _path(base: Path, value: str | None) -> str | None:
@@ -73,6 +77,22 @@ def parse_settings(document, file: str | Path) -> Settings:
             file, "login > kind", "no login is configured",
             "set login.kind (see docs/settings.md); 'demo' is for demo: true sites only",
         )
+    providers = tuple(login.get("providers", ()))
+    if login_kind == "oidc" and not providers:
+        raise SettingsError(
+            file, "login > providers", "the oidc login needs at least one identity provider",
+            "list your providers (UmbrellaID, the facility SSO) under login.providers (docs/login.md)",
+        )
+    if providers and login_kind != "oidc":
+        raise SettingsError(
+            file, "login > providers", f"providers are listed, but login.kind is {login_kind!r}",
+            "set login.kind to oidc, or remove login.providers",
+        )
+    providers = tuple(
+        {**p, "client_secret_file": _path(base, p["client_secret_file"])} if "client_secret_file" in p else dict(p)
+        for p in providers
+    )
+    conditions = login.get("conditions_of_use", {})
     if source["kind"] == "yaml" and not source.get("path"):
         raise SettingsError(
             file, "proposal_source > path", "the yaml proposal source needs the file's path",
@@ -99,6 +119,10 @@ def parse_settings(document, file: str | Path) -> Settings:
         slurm=_slurm_section(base, spawner.get("slurm", {})),
         quotas=dict(document.get("quotas", {})),
         raw=document,
+        login_providers=providers,
+        conditions_version=conditions.get("version"),
+        conditions_file=_path(base, conditions.get("file")),
+        refresh_age=login.get("refresh_age"),
     )
 
 

@@ -20,6 +20,7 @@ from importlib import resources
 
 import jinja2
 from jupyterhub.spawner import Spawner
+from jupyterhub.utils import maybe_future
 from markupsafe import escape
 from tornado import web
 from traitlets import Any, Dict, List, Unicode, default, observe, validate
@@ -335,6 +336,8 @@ class DaasSpawner(Spawner):
 
     async def render_options_form(self) -> str:
         try:
+            # the login's own spawn guard (e.g. conditions of use) first: no form for who may not start
+            await maybe_future(self.authenticator.pre_spawn_start(self.user, self))
             ctx, account, _ = await self.spawn_context()
         except Exception as e:  # noqa: BLE001 - shown in the form, never a 500
             return f'<p class="alert alert-danger">{escape(getattr(e, "jupyterhub_message", str(e)))}</p>'

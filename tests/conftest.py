@@ -176,11 +176,15 @@ c.JupyterHub.cleanup_servers = True
 """
 
 
-def start_hub(site: Path, *, settings: Path | None = None, extra_args=(), wait: bool = True, bin_dir: Path = BIN):
-    """Start ``jupyterhub -f jupyterhub_config.py`` for the site and wait for it."""
+def start_hub(site: Path, *, settings: Path | None = None, extra_args=(), wait: bool = True, bin_dir: Path = BIN,
+              port: int | None = None, env: dict | None = None):
+    """Start ``jupyterhub -f jupyterhub_config.py`` for the site and wait for it.
+
+    ``port``: listen there (default: a free one); ``env``: extra environment.
+    """
     from daas_hub.settings import load_settings
 
-    port = free_port()
+    port = port or free_port()
     url = f"http://127.0.0.1:{port}"
     token = secrets.token_hex(16)
     settings = settings or site / "site.yaml"
@@ -190,6 +194,7 @@ def start_hub(site: Path, *, settings: Path | None = None, extra_args=(), wait: 
         hub_bind=f"http://127.0.0.1:{free_port()}",
         proxy_api=f"http://127.0.0.1:{free_port()}",
     ))
+    extra_env = env
     env = dict(os.environ)
     env.update({
         "DAAS_HUB_SETTINGS": str(settings),
@@ -197,6 +202,7 @@ def start_hub(site: Path, *, settings: Path | None = None, extra_args=(), wait: 
         "PATH": os.pathsep.join([str(bin_dir), str(BIN), env.get("PATH", "")]),
     })
     env.pop("JUPYTERHUB_CRYPT_KEY", None)
+    env.update(extra_env or {})
     data_dir = Path(load_settings(settings).data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
     log = site / f"hub-{port}.log"
@@ -243,9 +249,14 @@ def hub(demo_site):
     shutil.copy(h.log, OUTPUT / "hub.log")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
-    """Debian's headless Chromium, driven by Playwright (no browser download)."""
+    """Debian's headless Chromium, driven by Playwright (no browser download).
+
+    Module-scoped: while Playwright's sync API is active it keeps an asyncio loop
+    running in the main thread, and every later ``asyncio.run`` (pytest-asyncio
+    tests included) would fail with "cannot be called from a running event loop".
+    """
     from playwright.sync_api import sync_playwright
 
     chromium = shutil.which("chromium") or "/usr/bin/chromium"

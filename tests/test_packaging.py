@@ -51,7 +51,8 @@ def test_imports_and_entry_points(clean_venv):
         "from importlib.metadata import entry_points\n"
         "for group, name in [('jupyterhub.authenticators', 'daas-demo'), ('jupyterhub.spawners', 'daas-local'),"
         " ('jupyterhub.spawners', 'daas'), ('jupyterhub.spawners', 'daas-slurm'),"
-        " ('jupyter_serverproxy_servers', 'daas-desktop')]:\n"
+        " ('jupyter_serverproxy_servers', 'daas-desktop'), ('jupyterhub.authenticators', 'daas-oidc'),"
+        " ('jupyterhub.authenticators', 'daas-multi')]:\n"
         "    (ep,) = [e for e in entry_points(group=group) if e.name == name]\n"
         "    print(group, name, ep.load().__module__)\n"
     )
@@ -61,6 +62,8 @@ def test_imports_and_entry_points(clean_venv):
     assert "daas-local daas_hub.spawners.local" in out
     assert "daas daas_hub.spawners.wrapper" in out and "daas-slurm daas_hub.spawners.slurm" in out
     assert "daas-demo daas_hub.authenticators.demo" in out
+    assert "daas-oidc daas_hub.authenticators.oidc" in out
+    assert "daas-multi daas_hub.authenticators.multi" in out
     assert "daas-desktop daas_hub.proxies.desktop" in out
     assert (clean_venv / "bin/daas-hub").exists() and (clean_venv / "bin/daas-hub-session").exists()
 
@@ -89,3 +92,17 @@ def test_demo_on_jupyterhub_5(clean_venv):
     finally:
         stop_process(hub.proc, timeout=60)
         shutil.rmtree(site, ignore_errors=True)
+
+
+@pytest.mark.hub
+def test_oidc_login_on_jupyterhub_5(clean_venv, demo_site, output_dir):
+    """UmbrellaID login (real oidc-provider), the conditions page, a refusal, on JupyterHub 5.5."""
+    from test_login_oidc import oidc_hub_running, sign_in_without_browser
+
+    with oidc_hub_running(demo_site, output_dir, bin_dir=clean_venv / "bin", tag="jh5") as hub:
+        assert hub.api("GET", "/").json()["version"].startswith("5.5")
+        r = sign_in_without_browser(hub, "umbrella", "bob")
+        assert r.status_code == 200 and "/hub/conditions" in r.url, (r.url, r.text[:300])
+        assert set(hub.api("GET", "/users/bob").json()["groups"]) == {"proposal-MX-1001", "proposal-EC-2002"}
+        r = sign_in_without_browser(hub, "umbrella", "mallory")
+        assert r.status_code == 403 and "is not linked to an account" in r.text

@@ -164,7 +164,8 @@ class YamlProposalSource(ProposalSource):
     def check(self) -> None:
         if not self.path:
             raise SettingsError(
-                "c.YamlProposalSource.path", "", "no proposals file is set",
+                "the site settings (or c.YamlProposalSource.path)", "proposal_source > path",
+                "no proposals file is set",
                 "set proposal_source.path in the site settings (or c.YamlProposalSource.path) "
                 "to your proposals YAML file (docs/proposals.md)",
             )
