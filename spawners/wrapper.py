@@ -20,7 +20,7 @@ from importlib import resources
 
 import jinja2
 from jupyterhub.spawner import Spawner
-from jupyterhub.utils import maybe_future
+from jupyterhub.utils import maybe_future, url_path_join
 from markupsafe import escape
 from tornado import web
 from traitlets import Any, Dict, List, Unicode, default, observe, validate
@@ -360,6 +360,7 @@ class DaasSpawner(Spawner):
         cluster = await self._cluster_free()
         return _form_template().render(
             cluster=cluster,
+            quota_url=url_path_join(self.hub.base_url if self.hub else "/hub/", "quota"),
             proposals=proposals,
             no_proposal=ctx.no_proposal_allowed,
             no_proposal_value=NO_PROPOSAL,

@@ -32,6 +32,7 @@ def test_form_offers_own_proposals_and_profiles_by_instrument(hub):
     assert "none" not in dict(options)  # alice is no staff: no "no proposal"
     assert '"instruments": ["ID11", "ID15A", "ID31", "P02.1", "MS-X04SA"]' in r.text  # the filter's data
     assert "Your quota (user)" in page
+    assert 'href="/hub/quota" id="daas-quota-link"' in r.text
     ours = r.text.split('id="daas-options"')[1].split('id="spawn_form"')[0]
     assert "<script src" not in ours and "http://" not in ours and "https://" not in ours  # no outside assets
 
