@@ -19,7 +19,7 @@ export PATH := $(VENV)/bin:$(PATH)
 export DEBIAN_FRONTEND := noninteractive
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: demo test install-demo install-test apt-demo apt-test python-demo python-test node project lint lock clean
+.PHONY: demo test install-demo install-test apt-demo apt-test apt-slurm python-demo python-test node project lint lock clean
 
 demo: install-demo
 	$(VENV)/bin/daas-hub demo --dir $(DEMO_DIR) --url $(DEMO_URL) --config $(CURDIR)/jupyterhub_config.py
@@ -29,7 +29,7 @@ test: install-test
 	cd $(CURDIR) && $(VENV)/bin/pytest $(PYTEST_ARGS)
 
 install-demo: apt-demo python-demo node project
-install-test: apt-demo apt-test python-test node project
+install-test: apt-demo apt-test apt-slurm python-test node project
 
 # -- system packages: apt-get update once, then install what is missing
 define apt_install
@@ -50,6 +50,9 @@ apt-demo:
 
 apt-test:
 	$(call apt_install,requirements/apt-test.txt)
+
+apt-slurm:
+	$(call apt_install,requirements/apt-slurm.txt)
 
 # -- Python: a venv with Debian's python3, world-readable, from the lock files
 $(VENV)/bin/python:

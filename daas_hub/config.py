@@ -75,6 +75,23 @@ def _demo_users(source) -> list[dict]:
     return users
 
 
+def _session_account(run_as: str | None) -> str | None:
+    if run_as and os.geteuid() != 0:
+        # without root the hub cannot switch accounts: sessions run as the hub's user
+        return getpass.getuser()
+    return run_as
+
+
+def _apply_slurm(c, slurm: dict) -> None:
+    """The site file's ``spawner.slurm`` section onto ``c.SlurmSpawner`` (docs/backend-slurm.md)."""
+    for key in ("partition", "account", "qos", "home_root", "session_bin", "slurm_conf", "proposal_accounts"):
+        if key in slurm:
+            setattr(c.SlurmSpawner, key, slurm[key])
+    run_as = _session_account(slurm.get("run_as"))
+    if run_as:
+        c.SlurmSpawner.run_as = run_as
+
+
 def apply_settings(c, settings: Settings) -> None:
     """Set the traitlets for ``settings`` on the config object ``c``."""
     source, catalogue = check_site(settings)
@@ -102,18 +119,31 @@ def apply_settings(c, settings: Settings) -> None:
     c.ProposalMapping.contact = settings.contact
     c.ProposalMapping.staff_without_proposal = settings.staff_without_proposal
 
-    # sessions
-    c.JupyterHub.spawner_class = "daas-local"
+    # sessions: one form, checked options, a child spawner per backend (docs/spawner.md)
+    c.JupyterHub.spawner_class = "daas"
+    c.JupyterHub.allow_named_servers = True  # one session per proposal and profile, within quota
+    # the quota page, /hub/quota (JupyterHub 3.1+ logs that extra_handlers is deprecated)
+    c.JupyterHub.extra_handlers = [(r"/quota", "daas_hub.quota_page.QuotaHandler")]
+    c.DaasSpawner.backends = list(settings.backends or (settings.backend,))
+    if settings.backend in c.DaasSpawner.backends:  # the default backend first
+        c.DaasSpawner.backends = [settings.backend, *[b for b in c.DaasSpawner.backends if b != settings.backend]]
+    if settings.profile_catalogue:
+        c.DaasSpawner.profile_catalogue = settings.profile_catalogue
+    if settings.profiles_enabled is not None:
+        c.DaasSpawner.profiles_enabled = list(settings.profiles_enabled)
+    if settings.quotas.get("roles"):
+        c.DaasSpawner.role_quotas = settings.quotas["roles"]
+    if settings.quotas.get("proposals"):
+        c.DaasSpawner.proposal_quotas = settings.quotas["proposals"]
     if settings.data_portal_url:
         c.LocalSpawner.data_portal_url = settings.data_portal_url
-    run_as = settings.run_as
-    if run_as and os.geteuid() != 0:
-        # without root the hub cannot switch accounts: sessions run as the hub's user
-        run_as = getpass.getuser()
+        c.SlurmSpawner.data_portal_url = settings.data_portal_url
+    run_as = _session_account(settings.run_as)
     if run_as:
         c.LocalSpawner.run_as = run_as
     if settings.home_root:
         c.LocalSpawner.home_root = settings.home_root
+    _apply_slurm(c, settings.slurm)
 
     template_vars = {
         "daas_facility": settings.facility_name,

@@ -16,10 +16,13 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 from .mounts import NOTICE_NAMES, MountPlan
 
 PLAN_ENV = "DAAS_HUB_MOUNT_PLAN"
+#: set by the Slurm job script: the node address the single-user server must listen on
+BIND_ENV = "DAAS_HUB_BIND_ADDRESS"
 _LINK_NAMES = ("raw", "processed")
 
 
@@ -85,6 +88,14 @@ def materialize(plan: MountPlan, home: Path) -> None:
         path.write_text(n.text, encoding="utf-8")
 
 
+def bind_service_url(url: str, address: str) -> str:
+    """``url`` with its host replaced by ``address`` (the port is kept)."""
+    parts = urlsplit(url)
+    host = f"[{address}]" if ":" in address else address
+    netloc = f"{host}:{parts.port}" if parts.port is not None else host
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["--"]:
@@ -98,6 +109,9 @@ def main(argv: list[str] | None = None) -> None:
             materialize(MountPlan.from_json(text), Path(os.path.expanduser("~")))
         except (ValueError, KeyError, TypeError, OSError) as e:
             _say(f"could not lay out the proposals folder ({e}); starting without it")
+    address = os.environ.pop(BIND_ENV, "").strip()
+    if address and os.environ.get("JUPYTERHUB_SERVICE_URL"):
+        os.environ["JUPYTERHUB_SERVICE_URL"] = bind_service_url(os.environ["JUPYTERHUB_SERVICE_URL"], address)
     os.execvp(argv[0], argv)
 
 

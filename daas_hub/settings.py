@@ -34,6 +34,10 @@ class Settings:
     home_root: str | None
     hub_url: str
     data_dir: str
+    #: every backend offered in the form, preferred first; empty: just ``backend``
+    backends: tuple[str, ...] = ()
+    slurm: dict = field(default_factory=dict)
+    quotas: dict = field(default_factory=dict)
     raw: dict = field(default_factory=dict, compare=False, repr=False)
     login_providers: tuple[dict, ...] = ()
     conditions_version: str | None = None
@@ -128,12 +132,23 @@ def parse_settings(document, file: str | Path) -> Settings:
         home_root=_path(base, local.get("home_root")),
         hub_url=hub.get("url", "http://127.0.0.1:8000"),
         data_dir=_path(base, hub.get("data_dir", ".")),
+        backends=tuple(spawner.get("backends", ())),
+        slurm=_slurm_section(base, spawner.get("slurm", {})),
+        quotas=dict(document.get("quotas", {})),
         raw=document,
         login_providers=providers,
         conditions_version=conditions.get("version"),
         conditions_file=_path(base, conditions.get("file")),
         refresh_age=login.get("refresh_age"),
     )
+
+
+def _slurm_section(base: Path, slurm: dict) -> dict:
+    out = dict(slurm)
+    for key in ("home_root", "session_bin"):
+        if key in out:
+            out[key] = _path(base, out[key])
+    return out
 
 
 def load_settings(path: str | Path) -> Settings:

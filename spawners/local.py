@@ -6,84 +6,30 @@ unprivileged system account, never as root: the user's facility account (it
 must exist on the machine), or one shared account the admin names (``run_as``,
 the demo's choice). The session lays out its own proposals folder from the
 mount plan the hub computes (:mod:`daas_hub.session`).
+
+Used as a child of :class:`daas_hub.spawners.wrapper.DaasSpawner` (which checks
+the request and calls :meth:`configure_session`), or alone as ``daas-local``.
 """
 
 from __future__ import annotations
 
 import os
-import pwd
-import sys
-from pathlib import Path
 
 from jupyterhub.spawner import LocalProcessSpawner, set_user_setuid
 from traitlets import Unicode, default
 
-from daas_hub.access import decide_access, read_auth_state, stale_notice
+from daas_hub.access import stale_notice
 from daas_hub.errors import SettingsError
-from daas_hub.mounts import DEFAULT_ROOT, plan_mounts
 from daas_hub.session import PLAN_ENV
 from daas_hub.vmtargets import GUACD_ENV, TARGETS_ENV, load_targets, targets_env, targets_for
 
-try:  # JupyterHub >= 5.4
-    from jupyterhub.spawner import SpawnException
-except ImportError:  # pragma: no cover - older hubs
-    from tornado.web import HTTPError as _HTTPError
+from .common import SessionSetup, refuse
 
-    class SpawnException(_HTTPError):
-        def __init__(self, message, *, reason, **kwargs):
-            super().__init__(400, message)
-            self.jupyterhub_message = message
-            self.reason = reason
+__all__ = ["LocalSpawner", "refuse"]
 
 
-def _refuse(message: str, reason: str) -> SpawnException:
-    err = SpawnException(message, reason=reason)
-    err.jupyterhub_message = message
-    return err
-
-
-class LocalSpawner(LocalProcessSpawner):
+class LocalSpawner(SessionSetup, LocalProcessSpawner):
     """Start sessions as local processes, with the user's proposals folder."""
-
-    run_as = Unicode(
-        "",
-        config=True,
-        help="""Run every session as this local system account.
-
-        Empty (the default): each session runs as the user's facility account
-        (from the proposal source), which must exist on this machine. The demo
-        sets it to an unprivileged account it creates, and says so on its pages.
-        Root (uid 0) is always refused.
-
-        Example: ``"daas-demo"``
-        """,
-    )
-
-    home_root = Unicode(
-        "",
-        config=True,
-        help="""Give each session the home ``<home_root>/<hub username>``, created on
-        first start and owned by the session's account.
-
-        Empty (the default): the account's own home directory from the system.
-        Example: ``"/srv/daas-hub/homes"``
-        """,
-    )
-
-    proposals_root = Unicode(
-        DEFAULT_ROOT,
-        config=True,
-        help="""Name of the folder in the session's home that shows the user's proposals.""",
-    )
-
-    data_portal_url = Unicode(
-        "",
-        config=True,
-        help="""The facility's data portal, named in the notice of archived proposals.
-
-        Example: ``"https://data.facility.example"``
-        """,
-    )
 
     vm_targets_file = Unicode(
         "",
@@ -107,17 +53,7 @@ class LocalSpawner(LocalProcessSpawner):
         """,
     )
 
-    session_bin = Unicode(
-        config=True,
-        help="""Folder holding ``daas-hub-session`` and ``jupyterhub-singleuser`` for
-        sessions. It must be readable and executable by the session accounts: build
-        it with the system Python, not one in root's home. Default: the hub's own.
-        """,
-    )
-
-    @default("session_bin")
-    def _default_session_bin(self):
-        return str(Path(sys.executable).parent)
+    _vm_targets = ()
 
     @default("cmd")
     def _default_cmd(self):
@@ -130,63 +66,23 @@ class LocalSpawner(LocalProcessSpawner):
     def _default_default_url(self):
         return "/lab"
 
-    def _policy(self):
-        """Facility name, contact and staff rule: the login's, so they are set once."""
-        mapping = getattr(self.authenticator, "mapping", None)
-        return (
-            getattr(mapping, "facility_name", "the facility"),
-            getattr(mapping, "contact", "the facility's user office"),
-            getattr(mapping, "staff_without_proposal", True),
-        )
-
-    _account = None  # pwd entry of the account the session runs as
-    _home = None
-    _plan = None
-    _vm_targets = ()
-
     async def start(self):
-        known = read_auth_state(await self.user.get_auth_state())
-        if known is None:
-            raise _refuse(
-                "The hub has no proposal information for you (it is kept from your last "
-                "login). Please log out and sign in again.",
-                reason="no-auth-state",
-            )
-        account, proposals = known
-        facility, contact, staff_without_proposal = self._policy()
-        decision = decide_access(
-            account, proposals, facility=facility, contact=contact, who=self.user.name,
-            staff_without_proposal=staff_without_proposal,
-        )
-        if not decision.allowed:
-            raise _refuse(decision.message, reason=decision.reason)
-        system_name = self.run_as or account.username
-        try:
-            entry = pwd.getpwnam(system_name)
-        except KeyError:
-            raise _refuse(
-                f"Your account {system_name} does not exist on this machine, so no session "
-                f"can run as you. Contact {contact}.",
-                reason="no-system-account",
-            ) from None
-        if entry.pw_uid == 0:
-            raise _refuse(
-                f"Sessions never run as root, and {system_name} is root. The admin must set "
-                f"c.LocalSpawner.run_as to an unprivileged account.",
-                reason="root",
-            )
-        self._account = entry
-        self._home = self._prepare_home(entry)
-        self._plan = plan_mounts(
-            account.username, proposals, root=self.proposals_root,
-            data_portal_url=self.data_portal_url or None,
-        )
+        if self._order is not None:
+            account, proposals = self._order.account, self._order.proposals
+            r = self._order.request
+            # LocalProcessSpawner does not enforce these; the session sees them
+            # as MEM_LIMIT / CPU_LIMIT (jupyter-resource-usage shows them)
+            self.mem_limit = r.memory
+            self.cpu_limit = float(r.cpu)
+        else:
+            account, proposals = await self._account_from_auth_state()
+        self._prepare_session(account, proposals)
         self._vm_targets = self._targets_for(account, proposals)
         try:
             return await super().start()
         except PermissionError:
-            raise _refuse(
-                f"The session could not start: the account {entry.pw_name} may not run "
+            raise refuse(
+                f"The session could not start: the account {self._account.pw_name} may not run "
                 f"{self.cmd[0]}. Session programs must be readable and executable by that "
                 f"account (build the session environment with Debian's /usr/bin/python3, "
                 f"not a Python in root's home; see c.LocalSpawner.session_bin).",
@@ -208,31 +104,6 @@ class LocalSpawner(LocalProcessSpawner):
             self.log.error("VM desktops are off for %s: %s", self.user.name, e)
             return ()
 
-    def _prepare_home(self, entry) -> str:
-        if not self.home_root:
-            if not os.path.isdir(entry.pw_dir):
-                raise _refuse(
-                    f"The account {entry.pw_name} has no home directory ({entry.pw_dir}), so the "
-                    f"session has nowhere to keep your files. The admin must create it or set "
-                    f"c.LocalSpawner.home_root.",
-                    reason="home",
-                )
-            return entry.pw_dir
-        if not os.path.isdir(self.home_root):
-            raise _refuse(
-                f"The folder for session homes ({self.home_root}) does not exist. The admin must "
-                f"create it (owned by root, mode 0755) or correct c.LocalSpawner.home_root.",
-                reason="home",
-            )
-        home = Path(self.home_root) / self.user.name
-        if home.is_symlink():
-            raise _refuse(f"{home} is a symbolic link; the admin must remove it.", reason="home")
-        if not home.exists():
-            home.mkdir(mode=0o700, parents=False)
-            if os.geteuid() == 0:
-                os.chown(home, entry.pw_uid, entry.pw_gid)
-        return str(home)
-
     def make_preexec_fn(self, name):
         setuid = set_user_setuid(self._account.pw_name, chdir=False) if os.geteuid() == 0 else None
         home = self._home
@@ -245,15 +116,13 @@ class LocalSpawner(LocalProcessSpawner):
         return preexec
 
     def user_env(self, env):
-        env["USER"] = self._account.pw_name
-        env["HOME"] = self._home
-        shell = self._account.pw_shell or ""
-        usable = os.path.exists(shell) and not shell.endswith(("nologin", "false"))
-        env["SHELL"] = shell if usable else "/bin/bash"
+        env.update(self.session_env())
         return env
 
     def get_env(self):
         env = super().get_env()
+        if self._order is not None:
+            env.update(self._order.profile.local_environment)
         env[PLAN_ENV] = self._plan.to_json()
         if self._vm_targets:
             env[TARGETS_ENV] = targets_env(self._vm_targets)

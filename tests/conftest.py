@@ -8,6 +8,7 @@ loops and stopped by their own PIDs.
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -104,30 +105,59 @@ class Hub:
         r.session = s
         return r
 
-    def wait_ready(self, user: str, timeout: float = 120) -> dict:
+    def spawn_form(self, session: requests.Session, user: str, server: str = "") -> dict:
+        """GET the spawn form and read its prefilled values, as a browser would send them."""
+        r = session.get(f"{self.url}/hub/spawn/{user}/{server}" if server else f"{self.url}/hub/spawn", timeout=60)
+        assert r.status_code == 200 and 'id="daas-options"' in r.text, r.text[:1000]
+        return form_values(r.text)
+
+    def submit_form(self, session: requests.Session, user: str, server: str = "", **overrides) -> requests.Response:
+        """Submit the spawn form with its prefilled values, changed by ``overrides``."""
+        values = {**self.spawn_form(session, user, server), **{k: str(v) for k, v in overrides.items()}}
+        url = f"{self.url}/hub/spawn/{user}/{server}" if server else f"{self.url}/hub/spawn"
+        return session.post(url, data={**values, "_xsrf": session.cookies.get("_xsrf")}, timeout=60)
+
+    def wait_ready(self, user: str, timeout: float = 120, server: str = "") -> dict:
         def ready():
             model = self.api("GET", f"/users/{user}").json()
-            server = model.get("servers", {}).get("")
-            if server and server.get("ready"):
+            server_model = model.get("servers", {}).get(server)
+            if server_model and server_model.get("ready"):
                 return model
-            if not model.get("pending") and not server:
+            if not model.get("pending") and not server_model and server == "":
                 raise RuntimeError(f"{user}'s server is neither pending nor running")
             return None
 
-        return wait_until(ready, timeout=timeout, interval=0.5, what=f"{user}'s server ready")
+        return wait_until(ready, timeout=timeout, interval=0.5, what=f"{user}'s server {server!r} ready")
 
-    def stop_server(self, user: str, timeout: float = 60) -> None:
-        r = self.api("DELETE", f"/users/{user}/server")
-        assert r.status_code in (202, 204, 400), r.text
+    def stop_server(self, user: str, timeout: float = 60, server: str = "") -> None:
+        r = self.api("DELETE", f"/users/{user}/servers/{server}" if server else f"/users/{user}/server")
+        assert r.status_code in (202, 204, 400, 404), r.text
 
         def stopped():
             model = self.api("GET", f"/users/{user}").json()
-            return not model.get("servers") and not model.get("pending")
+            if server:
+                return server not in model.get("servers", {})
+            return "" not in model.get("servers", {}) and not model.get("pending")
 
         wait_until(stopped, timeout=timeout, interval=0.5, what=f"{user}'s server stopped")
 
     def log_text(self) -> str:
         return self.log.read_text(errors="replace")
+
+
+def form_values(html: str) -> dict:
+    """The values a browser would submit from the daas options form (selected options, inputs)."""
+    values = {}
+    for name, body in re.findall(r'<select[^>]*name="([^"]+)"[^>]*>(.*?)</select>', html, re.S):
+        chosen = re.search(r'<option value="([^"]*)"[^>]*\bselected\b', body) or re.search(r'<option value="([^"]*)"', body)
+        if chosen:
+            values[name] = chosen.group(1)
+    for tag in re.findall(r"<input[^>]*>", html):
+        name = re.search(r'name="([^"]+)"', tag)
+        value = re.search(r'value="([^"]*)"', tag)
+        if name and value and name.group(1) != "_xsrf":
+            values[name.group(1)] = value.group(1)
+    return values
 
 
 TEST_CONFIG = """\

@@ -35,6 +35,10 @@ def test_login_lab_proposals_and_h5web(hub, browser, output_dir):
         assert page.locator("#daas-demo-users").is_visible()
         page.screenshot(path=output_dir / "01-login.png")
         page.click("#daas-login-alice")
+        page.wait_for_selector("#daas-options", timeout=60_000)  # the spawn form, prefilled
+        assert page.locator("#daas-proposal").input_value() == "MX-1001"
+        page.screenshot(path=output_dir / "01b-spawn-form.png")
+        page.click("#spawn_form button[type=submit]")
         page.wait_for_url(re.compile(r".*/user/alice/lab.*"), timeout=LAB_TIMEOUT)
         page.wait_for_selector(".jp-DirListing-content", timeout=LAB_TIMEOUT)
         assert "proposals" in dir_listing(page)

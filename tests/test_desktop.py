@@ -125,11 +125,24 @@ def wait_for_picture(page, timeout: float = 60):
     return wait_until(lambda: canvas_colours(page) > 1, timeout=timeout, what="a picture that is not blank")
 
 
+def start_through_form(hub, user):
+    """Sign in and press Start on the prefilled spawn form; the signed-in session."""
+    r = hub.login(user)
+    assert r.status_code == 302, r.text[:300]
+    session = r.session
+    r = hub.submit_form(session, user)
+    assert r.status_code == 200, r.text[:500]
+    hub.wait_ready(user)
+    return session
+
+
 def browser_login(browser, hub, user):
     context = browser.new_context(viewport={"width": 1280, "height": 800})
     page = context.new_page()
     page.goto(f"{hub.url}/hub/login")
     page.click(f"#daas-login-{user}")
+    page.wait_for_selector("#daas-options", timeout=60_000)  # the spawn form, prefilled: one click
+    page.click("#spawn_form button[type=submit]")
     page.wait_for_url(re.compile(rf".*/user/{user}/lab.*"), timeout=LAB_TIMEOUT)
     return context, page
 
@@ -247,14 +260,10 @@ def tcp_listeners(pid: int) -> list[str]:
 @needs_vnc
 def test_only_the_owner_gets_the_desktop(desktop_hub):
     hub = desktop_hub
-    r = hub.login("bob")
-    bob = r.session
-    bob.get(hub.url + r.headers["location"], timeout=60)
-    hub.wait_ready("bob")
+    bob = start_through_form(hub, "bob")
     try:
         # another signed-in user is refused (alice's server need not even run)
-        hub.login("alice").session.get(f"{hub.url}/hub/spawn", timeout=60)
-        hub.wait_ready("alice")
+        start_through_form(hub, "alice")
         upgrade = {"Connection": "Upgrade", "Upgrade": "websocket", "Sec-WebSocket-Version": "13",
                    "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="}
         for path in ("desktop/", "apps/pymca/desktop/", "vm/"):
@@ -363,9 +372,7 @@ def tunnel(hub, user, target, token=None, cookies=None):
 
 def test_vm_bridge_handshake_allow_list_and_secrets(desktop_hub, guacd, browser, output_dir):
     hub = desktop_hub
-    r = hub.login("bob")
-    r.session.get(hub.url + r.headers["location"], timeout=60)
-    hub.wait_ready("bob")
+    bob = start_through_form(hub, "bob")
     try:
         token = hub.token  # the test service may access every server
         # a machine not on bob's allow-list is refused before any connection to guacd
@@ -396,7 +403,7 @@ def test_vm_bridge_handshake_allow_list_and_secrets(desktop_hub, guacd, browser,
 
         # in Chromium: the page draws guacd's picture; nothing secret reaches the browser
         context = browser.new_context()
-        for c in r.session.cookies:
+        for c in bob.cookies:
             context.add_cookies([{"name": c.name, "value": c.value, "url": hub.url}])
         page = context.new_page()
         bodies = []
@@ -427,10 +434,7 @@ def test_session_starts_without_guacd_and_says_vm_unavailable(desktop_hub, guacd
     hub = desktop_hub
     guacd.server.shutdown()
     guacd.server.server_close()
-    r = hub.login("dave")
-    s = r.session
-    s.get(hub.url + r.headers["location"], timeout=60)
-    hub.wait_ready("dave")
+    s = start_through_form(hub, "dave")
     try:
         r = s.get(f"{hub.url}/user/dave/lab", timeout=60)
         assert r.status_code == 200

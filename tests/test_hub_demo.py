@@ -32,8 +32,12 @@ def listing(hub, user, path):
 def login_and_wait(hub, user):
     r = hub.login(user)
     assert r.status_code == 302, f"{user}: {r.status_code} {r.text[:500]}"
-    # follow the hub's redirects as a browser would: /hub/ -> /hub/spawn -> pending
-    r = r.session.get(hub.url + r.headers["location"], timeout=60)
+    # follow the hub's redirects as a browser would: /hub/ -> /hub/spawn (the form, prefilled)
+    session = r.session
+    r = session.get(hub.url + r.headers["location"], timeout=60)
+    assert r.status_code == 200, r.text[:500]
+    assert 'id="daas-options"' in r.text, "the spawn form"
+    r = hub.submit_form(session, user)  # one click: Start with the prefilled choice
     assert r.status_code == 200, r.text[:500]
     return hub.wait_ready(user)
 
@@ -142,21 +146,16 @@ def test_removed_proposal_disappears_and_loses_nothing(hub, demo_site):
 
 
 def spawn_failure_message(hub, user) -> str:
-    """Log in, let the hub try to start the server, and return the failure it shows."""
+    """Log in, press Start in the prefilled form, and return the failure the hub shows there."""
     r = hub.login(user)
     assert r.status_code == 302, r.text[:300]
-    r.session.get(hub.url + r.headers["location"], timeout=60)
-
-    def failed():
-        r = hub.api("GET", f"/users/{user}/server/progress", stream=True)
-        for line in r.iter_lines(decode_unicode=True):
-            if line.startswith("data:") and '"failed": true' in line:
-                return line
-        return None
-
-    from conftest import wait_until
-
-    return wait_until(failed, timeout=60, interval=1, what=f"{user}'s spawn failure")
+    session = r.session
+    session.get(hub.url + r.headers["location"], timeout=60)
+    r = hub.submit_form(session, user)
+    assert r.status_code >= 400, r.text[:300]
+    assert "Traceback" not in r.text
+    (message,) = re.findall(r'class="spawn-error-msg[^"]*">(.*?)</p>', r.text, re.S)
+    return re.sub(r"\s+", " ", message)
 
 
 def test_missing_home_folder_is_a_sentence_not_a_traceback(hub, demo_site):

@@ -241,6 +241,8 @@ def test_umbrella_user_accepts_conditions_then_lands_in_lab(oidc_hub, browser, o
 
         page.goto(f"{hub.url}/hub/conditions")
         page.click("#daas-conditions-accept")
+        page.wait_for_selector("#daas-options", timeout=60_000)  # the spawn form, prefilled: one click
+        page.click("#spawn_form button[type=submit]")
         page.wait_for_url(re.compile(r".*/user/alice/lab.*"), timeout=LAB_TIMEOUT)
         page.wait_for_selector('.jp-DirListing-itemText >> text="proposals"', timeout=LAB_TIMEOUT)
         page.locator('.jp-DirListing-itemText >> text="proposals"').first.dblclick(timeout=60_000)
@@ -329,6 +331,8 @@ def test_staff_through_the_facility_provider(oidc_hub, browser):
         sign_in(page, hub, "facility", "dave")
         assert "/hub/conditions" in page.url
         page.click("#daas-conditions-accept")
+        page.wait_for_selector("#daas-options", timeout=60_000)  # the spawn form, prefilled: one click
+        page.click("#spawn_form button[type=submit]")
         hub.wait_ready("dave")
         r = hub.server_api("dave", "GET", "/contents/proposals")
         assert {c["name"] for c in r.json()["content"]} == {"MX-1001", "IH-5005"}

@@ -50,6 +50,7 @@ def test_imports_and_entry_points(clean_venv):
         "import jupyterhub; print('jupyterhub', jupyterhub.__version__)\n"
         "from importlib.metadata import entry_points\n"
         "for group, name in [('jupyterhub.authenticators', 'daas-demo'), ('jupyterhub.spawners', 'daas-local'),"
+        " ('jupyterhub.spawners', 'daas'), ('jupyterhub.spawners', 'daas-slurm'),"
         " ('jupyterhub.authenticators', 'daas-oidc'), ('jupyterhub.authenticators', 'daas-multi')]:\n"
         "    (ep,) = [e for e in entry_points(group=group) if e.name == name]\n"
         "    print(group, name, ep.load().__module__)\n"
@@ -58,6 +59,7 @@ def test_imports_and_entry_points(clean_venv):
                          check=True, cwd="/").stdout
     assert "jupyterhub 5.5.4" in out
     assert "daas-local daas_hub.spawners.local" in out
+    assert "daas daas_hub.spawners.wrapper" in out and "daas-slurm daas_hub.spawners.slurm" in out
     assert "daas-demo daas_hub.authenticators.demo" in out
     assert "daas-oidc daas_hub.authenticators.oidc" in out
     assert "daas-multi daas_hub.authenticators.multi" in out
@@ -79,7 +81,10 @@ def test_demo_on_jupyterhub_5(clean_venv):
         assert hub.api("GET", "/").json()["version"].startswith("5.5")
         r = hub.login("bob")
         assert r.status_code == 302, r.text[:300]
-        r.session.get(hub.url + r.headers["location"], timeout=60)
+        session = r.session
+        r = session.get(hub.url + r.headers["location"], timeout=60)
+        assert 'id="daas-options"' in r.text, "the spawn form"
+        assert hub.submit_form(session, "bob").status_code == 200
         hub.wait_ready("bob")
         r = hub.server_api("bob", "GET", "/contents/proposals")
         assert {c["name"] for c in r.json()["content"]} == {"MX-1001", "EC-2002"}

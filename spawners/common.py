@@ -1,0 +1,213 @@
+"""What every daas-hub backend shares: the session's account, home and proposals folder.
+
+:class:`SessionSetup` is a traitlets mixin for the child spawners (local, Slurm,
+and later Kubernetes). The wrapper spawner (:mod:`daas_hub.spawners.wrapper`)
+hands each child one :class:`SessionOrder` through :meth:`configure_session`:
+the checked request, its profile, the account and the proposals. A child never
+reads ``user_options``.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from traitlets import HasTraits, Unicode, default
+
+from daas_hub.access import decide_access, read_auth_state
+from daas_hub.model import Account, Proposal
+from daas_hub.mounts import DEFAULT_ROOT, MountPlan, plan_mounts
+from daas_hub.options import SessionRequest
+from daas_hub.profiles import Profile
+
+try:  # JupyterHub >= 5.4
+    from jupyterhub.spawner import SpawnException
+except ImportError:  # pragma: no cover - older hubs
+    from tornado.web import HTTPError as _HTTPError
+
+    class SpawnException(_HTTPError):
+        def __init__(self, message, *, reason, **kwargs):
+            super().__init__(400, message)
+            self.jupyterhub_message = message
+            self.reason = reason
+
+
+def refuse(message: str, reason: str, *, status_code: int = 400) -> SpawnException:
+    """A spawn refusal people read: no traceback, the message as is."""
+    err = SpawnException(message, reason=reason, status_code=status_code)
+    err.jupyterhub_message = message
+    return err
+
+
+@dataclass(frozen=True)
+class SessionOrder:
+    """Everything a backend needs to start one session, checked by the wrapper."""
+
+    request: SessionRequest
+    profile: Profile
+    account: Account
+    proposals: tuple[Proposal, ...]
+
+
+class SessionSetup(HasTraits):
+    """Traits and helpers shared by the backends (mixed into each child spawner)."""
+
+    run_as = Unicode(
+        "",
+        config=True,
+        help="""Run every session as this system account.
+
+        Empty (the default): each session runs as the user's facility account
+        (from the proposal source), which must exist on this machine (and, for
+        Slurm, on the compute nodes). The demo sets it to an unprivileged account
+        it creates. Root (uid 0) is always refused.
+
+        Example: ``"daas-demo"``
+        """,
+    )
+
+    home_root = Unicode(
+        "",
+        config=True,
+        help="""Give each session the home ``<home_root>/<hub username>``, created on
+        first start and owned by the session's account (Slurm: a shared file system
+        the nodes see).
+
+        Empty (the default): the account's own home directory from the system.
+        Example: ``"/srv/daas-hub/homes"``
+        """,
+    )
+
+    proposals_root = Unicode(
+        DEFAULT_ROOT,
+        config=True,
+        help="""Name of the folder in the session's home that shows the user's proposals.""",
+    )
+
+    data_portal_url = Unicode(
+        "",
+        config=True,
+        help="""The facility's data portal, named in the notice of archived proposals.
+
+        Example: ``"https://data.facility.example"``
+        """,
+    )
+
+    session_bin = Unicode(
+        config=True,
+        help="""Folder holding ``daas-hub-session`` and ``jupyterhub-singleuser`` for
+        sessions. It must be readable and executable by the session accounts (and,
+        for Slurm, exist at the same path on the nodes): build it with the system
+        Python, not one in root's home. Default: the hub's own.
+        """,
+    )
+
+    @default("session_bin")
+    def _default_session_bin(self):
+        return str(Path(sys.executable).parent)
+
+    def _policy(self):
+        """Facility name, contact and staff rule: the login's, so they are set once."""
+        mapping = getattr(self.authenticator, "mapping", None)
+        return (
+            getattr(mapping, "facility_name", "the facility"),
+            getattr(mapping, "contact", "the facility's user office"),
+            getattr(mapping, "staff_without_proposal", True),
+        )
+
+    @property
+    def contact(self) -> str:
+        return self._policy()[1]
+
+    _order: SessionOrder | None = None
+    _account = None  # pwd entry of the account the session runs as
+    _home = None
+    _plan: MountPlan | None = None
+
+    def configure_session(self, order: SessionOrder) -> None:
+        """Called by the wrapper before :meth:`start`."""
+        self._order = order
+
+    async def _account_from_auth_state(self) -> tuple[Account, list[Proposal]]:
+        """Standalone use (no wrapper): the account and proposals from auth_state."""
+        known = read_auth_state(await self.user.get_auth_state())
+        if known is None:
+            raise refuse(
+                "The hub has no proposal information for you (it is kept from your last "
+                "login). Please log out and sign in again.",
+                reason="no-auth-state",
+            )
+        account, proposals = known
+        facility, contact, staff_without_proposal = self._policy()
+        decision = decide_access(
+            account, proposals, facility=facility, contact=contact, who=self.user.name,
+            staff_without_proposal=staff_without_proposal,
+        )
+        if not decision.allowed:
+            raise refuse(decision.message, reason=decision.reason)
+        return account, proposals
+
+    def _prepare_session(self, account: Account, proposals) -> None:
+        """Resolve the system account (never root), the home and the mount plan."""
+        system_name = self.run_as or account.username
+        try:
+            entry = pwd.getpwnam(system_name)
+        except KeyError:
+            raise refuse(
+                f"Your account {system_name} does not exist on this machine, so no session "
+                f"can run as you. Contact {self.contact}.",
+                reason="no-system-account",
+            ) from None
+        if entry.pw_uid == 0:
+            raise refuse(
+                f"Sessions never run as root, and {system_name} is root. The admin must set "
+                f"run_as (c.LocalSpawner.run_as / c.SlurmSpawner.run_as) to an unprivileged account.",
+                reason="root",
+            )
+        self._account = entry
+        self._home = self._prepare_home(entry)
+        self._plan = plan_mounts(
+            account.username, list(proposals), root=self.proposals_root,
+            data_portal_url=self.data_portal_url or None,
+        )
+
+    def _prepare_home(self, entry) -> str:
+        if not self.home_root:
+            if not os.path.isdir(entry.pw_dir):
+                raise refuse(
+                    f"The account {entry.pw_name} has no home directory ({entry.pw_dir}), so the "
+                    f"session has nowhere to keep your files. The admin must create it or set "
+                    f"home_root (c.LocalSpawner.home_root / c.SlurmSpawner.home_root).",
+                    reason="home",
+                )
+            return entry.pw_dir
+        if not os.path.isdir(self.home_root):
+            raise refuse(
+                f"The folder for session homes ({self.home_root}) does not exist. The admin must "
+                f"create it (owned by root, mode 0755) or correct home_root "
+                f"(c.LocalSpawner.home_root / c.SlurmSpawner.home_root).",
+                reason="home",
+            )
+        home = Path(self.home_root) / self.user.name
+        if home.is_symlink():
+            raise refuse(f"{home} is a symbolic link; the admin must remove it.", reason="home")
+        if not home.exists():
+            home.mkdir(mode=0o700, parents=False)
+            if os.geteuid() == 0:
+                os.chown(home, entry.pw_uid, entry.pw_gid)
+        return str(home)
+
+    def session_env(self) -> dict:
+        """Variables every backend sets for the session (no secrets)."""
+        env = {"USER": self._account.pw_name, "HOME": self._home}
+        shell = self._account.pw_shell or ""
+        usable = os.path.exists(shell) and not shell.endswith(("nologin", "false"))
+        env["SHELL"] = shell if usable else "/bin/bash"
+        if self._order is not None:
+            r = self._order.request
+            env["DAAS_HUB_PROPOSAL"] = r.proposal or ""
+            env["DAAS_HUB_PROFILE"] = r.profile
+        return env

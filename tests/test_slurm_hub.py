@@ -1,0 +1,253 @@
+"""The Slurm backend end to end on a real single-node Slurm (tests/slurm_cluster.py).
+
+Real JupyterHub + configurable-http-proxy + slurmctld/slurmd/munged on loopback;
+sessions are Slurm jobs run as the unprivileged demo account, started through
+the spawn form, reached through the proxy. Skipped (with the reason) where the
+cluster cannot run: not root, or slurm-wlm/munge missing.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+import slurm_cluster
+from conftest import make_world_dir, start_hub, stop_process, wait_until
+
+pytestmark = pytest.mark.hub
+
+POLL = 5  # seconds: c.Spawner.poll_interval in these tests
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    why = slurm_cluster.available()
+    if why:
+        pytest.skip(f"no Slurm test cluster: {why}")
+    folder = make_world_dir("daas-hub-slurm-")
+    c = slurm_cluster.start_cluster(folder)
+    yield c
+    for job in c.squeue():
+        c.run("scancel", job[0], check=False)
+    c.stop()
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def slurm_catalogue(path: Path) -> None:
+    """The packaged catalogue, with environments that exist here (no `module` command)."""
+    from daas_hub.profiles import default_catalogue_path
+
+    doc = yaml.safe_load(default_catalogue_path().read_text())
+    for p in doc["profiles"]:
+        p.setdefault("slurm", {})["environment"] = f"export DAAS_PROFILE_ENV={p['slug']}"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+
+
+@pytest.fixture(scope="module")
+def slurm_site(cluster):
+    from daas_hub.demo import ensure_demo_site
+
+    site = make_world_dir("daas-hub-slurmsite-")
+    ensure_demo_site(site)
+    slurm_catalogue(site / "profiles.yaml")
+    doc = yaml.safe_load((site / "site.yaml").read_text())
+    doc["profiles"]["catalogue"] = "profiles.yaml"
+    doc["spawner"]["backend"] = "slurm"
+    doc["spawner"]["backends"] = ["slurm", "local"]
+    doc["spawner"]["slurm"] = {
+        "slurm_conf": str(cluster.conf), "run_as": "daas-demo", "home_root": "homes", "partition": "debug",
+        "proposal_accounts": {"MX-1001": {"account": "mx1001"}},
+    }
+    doc["quotas"] = {"proposals": {"EC-2002": {"cpu": 2}}}
+    (site / "site.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
+    yield site
+    shutil.rmtree(site, ignore_errors=True)
+
+
+HUB_ARGS = [f"--Spawner.poll_interval={POLL}", "--Spawner.poll_jitter=0", "--JupyterHub.cleanup_servers=False"]
+
+
+@pytest.fixture(scope="module")
+def slurm_hub(slurm_site, cluster, output_dir):
+    h = start_hub(slurm_site, extra_args=HUB_ARGS)
+    yield h
+    if h.proc.poll() is None:
+        for user in h.api("GET", "/users").json():
+            for name in list(user.get("servers", {})):
+                h.stop_server(user["name"], server=name)
+    stop_process(h.proc, timeout=60)
+    shutil.copy(h.log, output_dir / "hub-slurm.log")
+    (output_dir / "slurmctld.log").write_text(cluster.log("slurmctld"))
+    (output_dir / "slurmd.log").write_text(cluster.log("slurmd"))
+    for job_log in slurm_site.glob("homes/*/.daas-hub-slurm-*.log"):
+        shutil.copy(job_log, output_dir / f"slurm-{job_log.parent.name}-{job_log.name.lstrip('.')}")
+
+
+def login(hub, user):
+    r = hub.login(user)
+    assert r.status_code == 302, r.text[:300]
+    return r.session
+
+
+def our_jobs(cluster):
+    return [j for j in cluster.squeue() if j[2] == "daas-hub"]
+
+
+def job_details(cluster, job_id) -> str:
+    return cluster.run("scontrol", "show", "job", job_id).stdout
+
+
+def server_gone(hub, user, server=""):
+    model = hub.api("GET", f"/users/{user}").json()
+    return server not in model.get("servers", {})
+
+
+def test_spawn_through_the_form_runs_a_slurm_job_with_the_chosen_resources(slurm_hub, cluster):
+    session = login(slurm_hub, "alice")
+    page = session.get(f"{slurm_hub.url}/hub/spawn", timeout=60).text
+    assert re.search(r"debug \(up\): \d+ of 8 CPUs idle, [0-9.]+ GiB free, gpu:1", page), "sinfo in the form"
+    form = slurm_hub.spawn_form(session, "alice")
+    assert form["backend"] == "slurm" and form["proposal"] == "MX-1001"
+    r = slurm_hub.submit_form(session, "alice", profile="diffraction", cpu=2, memory=3, gpu=1, hours=1.5)
+    assert r.status_code == 200, r.text[:500]
+    slurm_hub.wait_ready("alice", timeout=180)
+    try:
+        (job,) = our_jobs(cluster)
+        details = job_details(cluster, job[0])
+        assert "UserId=daas-demo(" in details
+        assert "Partition=debug" in details and "Account=mx1001" in details
+        assert re.search(r"NumCPUs=2\b", details) and "CPUs/Task=2" in details
+        assert "mem=3G" in details or "MinMemoryNode=3G" in details, details
+        assert "gres/gpu=1" in details or "gpu:1" in details, details
+        assert "TimeLimit=01:30:00" in details
+        # JupyterLab through the proxy, with the proposals folder
+        r = slurm_hub.server_api("alice", "GET", "/contents/proposals")
+        assert r.status_code == 200, r.text
+        assert {c["name"] for c in r.json()["content"]} == {"MX-1001", "HC-3003", "IH-5005"}
+        # the batch script: the profile's environment, the resources, the node-bound server
+        script = cluster.run("scontrol", "write", "batch_script", job[0], "-").stdout
+        for line in ("#SBATCH --cpus-per-task=2", "#SBATCH --mem=3072M", "#SBATCH --gres=gpu:1",
+                     "#SBATCH --time=90", "#SBATCH --partition=debug", "#SBATCH --account=mx1001",
+                     "export DAAS_PROFILE_ENV=diffraction", 'export DAAS_HUB_BIND_ADDRESS="$(hostname -i'):
+            assert line in script, script
+        assert "user_options" not in script and "rm -rf" not in script
+    finally:
+        slurm_hub.stop_server("alice")
+    wait_until(lambda: not our_jobs(cluster), timeout=60, what="the job cancelled by Stop")
+
+
+def test_job_cancelled_behind_the_hub_is_shown_stopped_within_one_poll(slurm_hub, cluster):
+    session = login(slurm_hub, "bob")
+    assert slurm_hub.submit_form(session, "bob", cpu=1, memory=1).status_code == 200
+    slurm_hub.wait_ready("bob", timeout=180)
+    (job,) = [j for j in our_jobs(cluster)]
+    cluster.run("scancel", job[0])
+    t0 = time.monotonic()
+    wait_until(lambda: server_gone(slurm_hub, "bob"), timeout=POLL * 2 + 20, interval=0.5,
+               what="bob's server shown stopped")
+    assert time.monotonic() - t0 <= POLL * 2 + 20
+    # Stop on the vanished server succeeds (nothing to do), and Start works again
+    r = slurm_hub.api("DELETE", "/users/bob/server")
+    assert r.status_code in (204, 400), r.text
+    assert slurm_hub.submit_form(session, "bob", cpu=1, memory=1).status_code == 200
+    slurm_hub.wait_ready("bob", timeout=180)
+    (job,) = our_jobs(cluster)
+    cluster.run("scancel", job[0])  # and Stop right away, before the hub noticed
+    slurm_hub.stop_server("bob")
+    assert not our_jobs(cluster)
+
+
+def test_silent_controller_marks_no_server_stopped_within_the_grace_period(slurm_hub, cluster):
+    session = login(slurm_hub, "carol")
+    assert slurm_hub.submit_form(session, "carol", cpu=1, memory=1).status_code == 200
+    slurm_hub.wait_ready("carol", timeout=180)
+    try:
+        cluster.stop_controller()
+        try:
+            time.sleep(POLL * 4)  # four poll intervals without an answer (grace: 300 s)
+            model = slurm_hub.api("GET", "/users/carol").json()
+            assert "" in model["servers"] and model["servers"][""]["ready"], model
+            assert slurm_hub.server_api("carol", "GET", "/contents").status_code == 200
+        finally:
+            cluster.start_controller()
+        assert "Slurm controller silent" in slurm_hub.log_text()
+        time.sleep(POLL * 2)
+        assert not server_gone(slurm_hub, "carol")
+    finally:
+        slurm_hub.stop_server("carol")
+
+
+def test_quota_refusal_names_the_option_and_the_limit(slurm_hub, cluster):
+    session = login(slurm_hub, "bob")
+    r = slurm_hub.submit_form(session, "bob", proposal="EC-2002", profile="spectroscopy", cpu=4)
+    assert r.status_code == 400
+    text = re.sub(r"\s+", " ", r.text)
+    assert "cpu: 4 CPU would exceed the quota of proposal EC-2002" in text
+    assert "at most 2 CPU" in text
+    # the same through the REST API: a 400 with the message, never a 500
+    r = slurm_hub.api("POST", "/users/bob/server", json={"proposal": "EC-2002", "profile": "python", "cpu": 3})
+    assert r.status_code == 400 and "quota of proposal EC-2002" in r.json()["message"], r.text
+    r = slurm_hub.api("POST", "/users/bob/server", json={"cmd": "/bin/sh"})
+    assert r.status_code == 400 and "cmd: unknown option" in r.json()["message"], r.text
+    assert not our_jobs(cluster)
+
+
+def progress_messages(hub, user, *, until: str, timeout: float = 60) -> list[str]:
+    """Read the hub's progress event stream for ``user`` until a message contains ``until``."""
+    import json
+
+    import requests
+
+    messages = []
+    deadline = time.monotonic() + timeout
+    with requests.get(f"{hub.url}/hub/api/users/{user}/server/progress", stream=True, timeout=timeout,
+                      headers={"Authorization": f"token {hub.token}"}) as r:
+        for line in r.iter_lines(decode_unicode=True):
+            if line and line.startswith("data:"):
+                messages.append(json.loads(line[5:]).get("message", ""))
+                if until in messages[-1]:
+                    break
+            if time.monotonic() > deadline:
+                break
+    return messages
+
+
+def test_progress_shows_the_job_the_queue_position_and_the_pending_reason(slurm_hub, cluster):
+    blocker = cluster.run("sbatch", "--parsable", "--gres=gpu:1", "--job-name=blocker", "-o", "/dev/null",
+                          "--uid=daas-demo", "--gid=daas-demo", "--wrap", "sleep 600").stdout.strip()
+    try:
+        session = login(slurm_hub, "alice")
+        assert slurm_hub.submit_form(session, "alice", cpu=1, memory=1, gpu=1).status_code == 200
+        messages = progress_messages(slurm_hub, "alice", until="pending (reason: Resources")
+        assert any(re.search(r"Slurm job \d+ is pending \(reason: Resources, position 1 of 1 pending\)", m)
+                   for m in messages), messages
+    finally:
+        cluster.run("scancel", blocker, check=False)
+    slurm_hub.wait_ready("alice", timeout=180)
+    slurm_hub.stop_server("alice")
+
+
+# last: it stops the module's hub
+def test_hub_restart_finds_the_running_session(slurm_hub, slurm_site, cluster):
+    session = login(slurm_hub, "alice")
+    assert slurm_hub.submit_form(session, "alice", cpu=1, memory=1).status_code == 200
+    slurm_hub.wait_ready("alice", timeout=180)
+    # the hub's API address stays (the session calls it); cleanup_servers=False: the job keeps running
+    hub_bind = re.search(r"hub_bind_url = '([^']+)'", (slurm_site / "test_jupyterhub_config.py").read_text()).group(1)
+    stop_process(slurm_hub.proc, timeout=60)
+    assert len(our_jobs(cluster)) == 1
+    again = start_hub(slurm_site, extra_args=[*HUB_ARGS, f"--JupyterHub.hub_bind_url={hub_bind}"])
+    try:
+        model = again.wait_ready("alice", timeout=60)
+        assert model["servers"][""]["ready"]
+        assert again.server_api("alice", "GET", "/contents").status_code == 200
+        again.stop_server("alice")
+        assert not our_jobs(cluster)
+    finally:
+        stop_process(again.proc, timeout=60)
+        shutil.copy(again.log, slurm_site / "hub-after-restart.log")
