@@ -11,14 +11,14 @@ import ipaddress
 from urllib.parse import urlparse
 
 from jupyterhub.auth import Authenticator
-from traitlets import Bool, Instance, default
+from traitlets import Bool, default
 
 from daas_hub.model import Identity
 
-from .mapping import ProposalMapping
+from .mapping import ProposalLogin
 
 
-class DemoAuthenticator(Authenticator):
+class DemoAuthenticator(ProposalLogin, Authenticator):
     """Sign in as any account of the proposal source, by name, with no password.
 
     Accounts, proposals, groups and ``auth_state`` go through the same
@@ -33,29 +33,6 @@ class DemoAuthenticator(Authenticator):
         leave this off unless the machine is on a closed network.
         """,
     )
-
-    mapping = Instance(ProposalMapping)
-
-    @default("mapping")
-    def _default_mapping(self):
-        return ProposalMapping(parent=self)
-
-    @default("enable_auth_state")
-    def _default_enable_auth_state(self):
-        return True
-
-    @default("manage_groups")
-    def _default_manage_groups(self):
-        return True
-
-    @default("allow_all")
-    def _default_allow_all(self):
-        # who may sign in is decided by the proposal mapping, not by a user list
-        return True
-
-    @default("refresh_pre_spawn")
-    def _default_refresh_pre_spawn(self):
-        return True
 
     @default("auth_refresh_age")
     def _default_auth_refresh_age(self):

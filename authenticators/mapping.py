@@ -11,7 +11,7 @@ from dataclasses import replace
 from datetime import datetime
 
 from tornado import web
-from traitlets import Bool, Set, Type, Unicode
+from traitlets import Bool, HasTraits, Instance, Set, Type, Unicode, default
 from traitlets.config import LoggingConfigurable
 
 from daas_hub.access import STATE_KEY, decide_access, make_auth_state, proposal_groups, read_auth_state
@@ -179,3 +179,34 @@ def _with_idp_roles(auth_state: dict, idp_roles: frozenset[str]) -> dict:
     if idp_roles:
         auth_state[STATE_KEY]["idp_roles"] = sorted(idp_roles)
     return auth_state
+
+
+class ProposalLogin(HasTraits):
+    """Defaults every daas-hub login shares; mix in before the JupyterHub authenticator.
+
+    Who may sign in is decided by the proposal mapping, not by a user list, so
+    ``allow_all`` defaults to True; accounts and proposals live in encrypted
+    ``auth_state``; one group per proposal; proposals are re-read before a spawn.
+    """
+
+    mapping = Instance(ProposalMapping)
+
+    @default("mapping")
+    def _default_mapping(self):
+        return ProposalMapping(parent=self)
+
+    @default("enable_auth_state")
+    def _default_enable_auth_state(self):
+        return True
+
+    @default("manage_groups")
+    def _default_manage_groups(self):
+        return True
+
+    @default("allow_all")
+    def _default_allow_all(self):
+        return True
+
+    @default("refresh_pre_spawn")
+    def _default_refresh_pre_spawn(self):
+        return True

@@ -28,7 +28,7 @@ from jupyterhub.utils import url_path_join
 from traitlets import Dict, Instance, List, Unicode, default, validate
 
 from .conditions import ConditionsHandler, ConditionsOfUse
-from .mapping import ProposalMapping
+from .mapping import ProposalLogin
 from .oidc import LOGIN_KEY, OIDCAuthenticator, provider_logout_url
 
 PROVIDER_KEYS_HELP = "name, label, and any OIDCAuthenticator setting (issuer, client_id, link_by, ...)"
@@ -59,7 +59,7 @@ class MultiLogoutHandler(LogoutHandler):
         return await super().render_logout_page()
 
 
-class MultiAuthenticator(Authenticator):
+class MultiAuthenticator(ProposalLogin, Authenticator):
     """One login page, several OpenID Connect providers, one proposal mapping."""
 
     providers = List(
@@ -98,28 +98,6 @@ class MultiAuthenticator(Authenticator):
     @default("conditions")
     def _default_conditions(self):
         return ConditionsOfUse(parent=self)
-
-    mapping = Instance(ProposalMapping)
-
-    @default("mapping")
-    def _default_mapping(self):
-        return ProposalMapping(parent=self)
-
-    @default("enable_auth_state")
-    def _default_enable_auth_state(self):
-        return True
-
-    @default("manage_groups")
-    def _default_manage_groups(self):
-        return True
-
-    @default("allow_all")
-    def _default_allow_all(self):
-        return True
-
-    @default("refresh_pre_spawn")
-    def _default_refresh_pre_spawn(self):
-        return True
 
     @default("auth_refresh_age")
     def _default_auth_refresh_age(self):

@@ -40,7 +40,7 @@ from daas_hub.access import proposal_groups, read_auth_state
 from daas_hub.model import Identity
 
 from .conditions import ConditionsOfUse, carry_forward
-from .mapping import ProposalMapping
+from .mapping import ProposalLogin
 
 #: asymmetric algorithms accepted for ID tokens (never "none", never HMAC)
 SAFE_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA")
@@ -117,7 +117,7 @@ class OIDCCallbackHandler(OAuthCallbackHandler):
         self.redirect(next_url)
 
 
-class OIDCAuthenticator(GenericOAuthenticator):
+class OIDCAuthenticator(ProposalLogin, GenericOAuthenticator):
     """OpenID Connect login mapped to facility accounts and proposals."""
 
     login_handler = OIDCLoginHandler
@@ -207,12 +207,7 @@ class OIDCAuthenticator(GenericOAuthenticator):
         must know the hub's login page as a post-logout redirect URL.""",
     )
 
-    mapping = Instance(ProposalMapping)
     conditions = Instance(ConditionsOfUse)
-
-    @default("mapping")
-    def _default_mapping(self):
-        return ProposalMapping(parent=self)
 
     @default("conditions")
     def _default_conditions(self):
@@ -233,23 +228,6 @@ class OIDCAuthenticator(GenericOAuthenticator):
     @default("login_service")
     def _default_login_service(self):
         return "OpenID Connect"
-
-    @default("enable_auth_state")
-    def _default_enable_auth_state(self):
-        return True
-
-    @default("manage_groups")
-    def _default_manage_groups(self):
-        return True
-
-    @default("allow_all")
-    def _default_allow_all(self):
-        # who may sign in is decided by the proposal mapping (check_allowed below)
-        return True
-
-    @default("refresh_pre_spawn")
-    def _default_refresh_pre_spawn(self):
-        return True
 
     @default("auth_refresh_age")
     def _default_auth_refresh_age(self):

@@ -42,6 +42,36 @@ def refuse(message: str, reason: str, *, status_code: int = 400) -> SpawnExcepti
     return err
 
 
+def login_policy(authenticator) -> tuple[str, str, bool]:
+    """Facility name, contact and staff rule: the login's (ProposalMapping), set once."""
+    mapping = getattr(authenticator, "mapping", None)
+    return (
+        getattr(mapping, "facility_name", "the facility"),
+        getattr(mapping, "contact", "the facility's user office"),
+        getattr(mapping, "staff_without_proposal", True),
+    )
+
+
+async def checked_account(spawner, *, status_code: int = 400) -> tuple[Account, list[Proposal]]:
+    """The account and proposals from the user's auth_state, if they may have a session."""
+    known = read_auth_state(await spawner.user.get_auth_state())
+    if known is None:
+        raise refuse(
+            "The hub has no proposal information for you (it is kept from your last "
+            "login). Please log out and sign in again.",
+            reason="no-auth-state",
+        )
+    account, proposals = known
+    facility, contact, staff_without_proposal = login_policy(spawner.authenticator)
+    decision = decide_access(
+        account, proposals, facility=facility, contact=contact, who=spawner.user.name,
+        staff_without_proposal=staff_without_proposal,
+    )
+    if not decision.allowed:
+        raise refuse(decision.message, reason=decision.reason, status_code=status_code)
+    return account, proposals
+
+
 @dataclass(frozen=True)
 class SessionOrder:
     """Everything a backend needs to start one session, checked by the wrapper."""
@@ -110,13 +140,7 @@ class SessionSetup(HasTraits):
         return str(Path(sys.executable).parent)
 
     def _policy(self):
-        """Facility name, contact and staff rule: the login's, so they are set once."""
-        mapping = getattr(self.authenticator, "mapping", None)
-        return (
-            getattr(mapping, "facility_name", "the facility"),
-            getattr(mapping, "contact", "the facility's user office"),
-            getattr(mapping, "staff_without_proposal", True),
-        )
+        return login_policy(self.authenticator)
 
     @property
     def contact(self) -> str:
@@ -133,22 +157,7 @@ class SessionSetup(HasTraits):
 
     async def _account_from_auth_state(self) -> tuple[Account, list[Proposal]]:
         """Standalone use (no wrapper): the account and proposals from auth_state."""
-        known = read_auth_state(await self.user.get_auth_state())
-        if known is None:
-            raise refuse(
-                "The hub has no proposal information for you (it is kept from your last "
-                "login). Please log out and sign in again.",
-                reason="no-auth-state",
-            )
-        account, proposals = known
-        facility, contact, staff_without_proposal = self._policy()
-        decision = decide_access(
-            account, proposals, facility=facility, contact=contact, who=self.user.name,
-            staff_without_proposal=staff_without_proposal,
-        )
-        if not decision.allowed:
-            raise refuse(decision.message, reason=decision.reason)
-        return account, proposals
+        return await checked_account(self)
 
     def _prepare_session(self, account: Account, proposals) -> None:
         """Resolve the system account (never root), the home and the mount plan."""

@@ -26,7 +26,6 @@ from tornado import web
 from traitlets import Any, Dict, List, Unicode, default, observe, validate
 from traitlets.utils.importstring import import_item
 
-from daas_hub.access import decide_access, read_auth_state
 from daas_hub.options import (
     NO_PROPOSAL,
     OPTION_NAMES,
@@ -38,7 +37,7 @@ from daas_hub.options import (
 from daas_hub.profiles import load_catalogue
 from daas_hub.quotas import DEFAULT_ROLE_QUOTAS, GIB, QUOTA_ROLES, Quota, available, quota_role, total
 
-from .common import SessionOrder, refuse
+from .common import SessionOrder, checked_account, login_policy, refuse
 
 try:  # the Slurm backend must replace batchspawner's port handler before the hub builds its routes
     from . import slurm as _slurm  # noqa: F401
@@ -139,13 +138,7 @@ class DaasSpawner(Spawner):
     )
 
     def _policy(self):
-        """Facility name, contact and staff rule: the login's (ProposalMapping), set once."""
-        mapping = getattr(self.authenticator, "mapping", None)
-        return (
-            getattr(mapping, "facility_name", "the facility"),
-            getattr(mapping, "contact", "the facility's user office"),
-            getattr(mapping, "staff_without_proposal", True),
-        )
+        return login_policy(self.authenticator)
 
     @property
     def contact(self) -> str:
@@ -264,21 +257,8 @@ class DaasSpawner(Spawner):
         return tuple(out)
 
     async def spawn_context(self) -> tuple[SpawnContext, object, list]:
-        known = read_auth_state(await self.user.get_auth_state())
-        if known is None:
-            raise refuse(
-                "The hub has no proposal information for you (it is kept from your last "
-                "login). Please log out and sign in again.",
-                reason="no-auth-state",
-            )
-        account, proposals = known
-        facility, contact, staff_without_proposal = self._policy()
-        decision = decide_access(
-            account, proposals, facility=facility, contact=contact, who=self.user.name,
-            staff_without_proposal=staff_without_proposal,
-        )
-        if not decision.allowed:
-            raise refuse(decision.message, reason=decision.reason, status_code=403)
+        account, proposals = await checked_account(self, status_code=403)
+        staff_without_proposal = self._policy()[2]
         proposal_quotas = {}
         for pid, q in self.proposal_quotas.items():
             proposal_quotas[pid] = Quota.from_dict(q, fallback=self._quota_for(account.roles),
