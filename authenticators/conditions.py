@@ -17,7 +17,7 @@ from urllib.parse import urlencode, urlparse
 from jupyterhub.handlers import BaseHandler
 from jupyterhub.utils import url_path_join
 from tornado import web
-from traitlets import Unicode, validate
+from traitlets import HasTraits, Instance, Unicode, default, validate
 from traitlets.config import LoggingConfigurable
 
 CONDITIONS_KEY = "daas_conditions"
@@ -92,6 +92,21 @@ class ConditionsOfUse(LoggingConfigurable):
             f'<a href="{html.escape(url)}">conditions of use</a> (version {html.escape(self.version)}).'
         )
         return err
+
+
+class ConditionsGuard(HasTraits):
+    """Mixin for logins that ask for the conditions of use: no session before they
+    are accepted (the spawn page, the form and the REST API alike)."""
+
+    conditions = Instance(ConditionsOfUse)
+
+    @default("conditions")
+    def _default_conditions(self):
+        return ConditionsOfUse(parent=self)
+
+    async def pre_spawn_start(self, user, spawner):
+        if self.conditions.required and not self.conditions.accepted(await user.get_auth_state()):
+            raise self.conditions.refusal(spawner.hub.base_url if spawner.hub else "/hub/")
 
 
 def acceptance_record(version: str, now: datetime | None = None) -> dict:

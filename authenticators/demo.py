@@ -13,7 +13,7 @@ from urllib.parse import urlparse
 from jupyterhub.auth import Authenticator
 from traitlets import Bool, default
 
-from daas_hub.model import Identity
+from daas_hub.model import Identity, Provider
 
 from .mapping import ProposalLogin
 
@@ -58,7 +58,7 @@ class DemoAuthenticator(ProposalLogin, Authenticator):
         name = self.normalize_username((data or {}).get("username", "").strip())
         if not name:
             return None
-        identity = Identity(provider="demo", subject=name, username=name)
+        identity = Identity(provider=Provider.DEMO, subject=name, username=name)
         return await self.mapping.auth_model(identity, name=name, who=f'"{name}"')
 
     async def refresh_user(self, user, handler=None):

@@ -14,9 +14,9 @@ from tornado import web
 from traitlets import Bool, HasTraits, Instance, Set, Type, Unicode, default
 from traitlets.config import LoggingConfigurable
 
-from daas_hub.access import STATE_KEY, decide_access, make_auth_state, proposal_groups, read_auth_state
+from daas_hub.access import STATE_KEY, LoginPolicy, make_auth_state, proposal_groups, read_auth_state
 from daas_hub.errors import SourceUnavailable
-from daas_hub.model import Identity
+from daas_hub.model import Identity, Provider
 from daas_hub.sources import ProposalSource, YamlProposalSource, is_stale
 
 
@@ -71,6 +71,14 @@ class ProposalMapping(LoggingConfigurable):
         super().__init__(**kwargs)
         self.source = self.source_class(parent=self)
 
+    @property
+    def policy(self) -> LoginPolicy:
+        """These settings as the frozen value the spawners receive."""
+        return LoginPolicy(
+            facility_name=self.facility_name, contact=self.contact,
+            staff_without_proposal=self.staff_without_proposal,
+        )
+
     def check(self) -> None:
         """Check the source's configuration (raises SettingsError)."""
         self.source.check()
@@ -100,7 +108,7 @@ class ProposalMapping(LoggingConfigurable):
                 account = replace(account, roles=account.roles | idp_roles)
             proposals = await self.source.proposals_for(account) if account else []
         except SourceUnavailable as e:
-            self.log.error("Proposal source unavailable during login of %s: %s", name, e)
+            self.log.error("Proposal source unavailable during login of %s: %s", name or who, e)
             err = web.HTTPError(503)
             err.jupyterhub_message = (
                 f"The proposal catalogue of {self.facility_name} did not answer, so we cannot "
@@ -108,16 +116,13 @@ class ProposalMapping(LoggingConfigurable):
                 f"persists, contact {self.contact}."
             )
             raise err from None
-        decision = decide_access(
-            account, proposals, facility=self.facility_name, contact=self.contact, who=who,
-            staff_without_proposal=self.staff_without_proposal,
-        )
+        decision = self.policy.decide(account, proposals, who=who)
         if not decision.allowed:
             self.log.info("Refusing %s: %s", name or who, decision.reason)
             raise self._refuse(decision.message, decision.reason)
         stale = is_stale(proposals)
         if stale:
-            self.log.warning("Signing in %s with the last known proposals (catalogue unavailable)", name)
+            self.log.warning("Signing in %s with the last known proposals (catalogue unavailable)", name or who)
         return {
             "name": name or account.username,
             "admin": self._admin(account),
@@ -145,7 +150,7 @@ class ProposalMapping(LoggingConfigurable):
         idp_roles = frozenset(auth_state[STATE_KEY].get("idp_roles", ()))
         try:
             fresh = await self.source.resolve_account(
-                Identity(provider="facility", subject=account.username, username=account.username)
+                Identity(provider=Provider.FACILITY, subject=account.username, username=account.username)
             )
             if fresh is not None and idp_roles:
                 fresh = replace(fresh, roles=fresh.roles | idp_roles)
@@ -157,10 +162,7 @@ class ProposalMapping(LoggingConfigurable):
             then = datetime.fromisoformat(fetched_at) if fetched_at else None
             stale = make_auth_state(account, last, stale=True, now=then)
             return {"auth_state": {**auth_state, **_with_idp_roles(stale, idp_roles)}}
-        decision = decide_access(
-            fresh, proposals, facility=self.facility_name, contact=self.contact, who=name,
-            staff_without_proposal=self.staff_without_proposal,
-        )
+        decision = self.policy.decide(fresh, proposals, who=name)
         if not decision.allowed:
             return False
         model = {
@@ -186,7 +188,9 @@ class ProposalLogin(HasTraits):
 
     Who may sign in is decided by the proposal mapping, not by a user list, so
     ``allow_all`` defaults to True; accounts and proposals live in encrypted
-    ``auth_state``; one group per proposal; proposals are re-read before a spawn.
+    ``auth_state``; one group per proposal; proposals are re-read before a spawn
+    and every ``auth_refresh_age`` seconds. The login's :class:`LoginPolicy` is
+    published as ``login_policy`` for the spawners.
     """
 
     mapping = Instance(ProposalMapping)
@@ -210,3 +214,12 @@ class ProposalLogin(HasTraits):
     @default("refresh_pre_spawn")
     def _default_refresh_pre_spawn(self):
         return True
+
+    @default("auth_refresh_age")
+    def _default_auth_refresh_age(self):
+        return 300  # proposals re-read from the catalogue every five minutes
+
+    @property
+    def login_policy(self) -> LoginPolicy:
+        """Published for the spawners (:func:`daas_hub.spawners.common.policy_for`)."""
+        return self.mapping.policy

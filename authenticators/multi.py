@@ -24,10 +24,9 @@ import html
 
 from jupyterhub.auth import Authenticator
 from jupyterhub.handlers.login import LogoutHandler
-from jupyterhub.utils import url_path_join
-from traitlets import Dict, Instance, List, Unicode, default, validate
+from traitlets import Dict, List, Unicode, validate
 
-from .conditions import ConditionsHandler, ConditionsOfUse
+from .conditions import ConditionsGuard, ConditionsHandler
 from .mapping import ProposalLogin
 from .oidc import LOGIN_KEY, OIDCAuthenticator, provider_logout_url
 
@@ -59,7 +58,7 @@ class MultiLogoutHandler(LogoutHandler):
         return await super().render_logout_page()
 
 
-class MultiAuthenticator(ProposalLogin, Authenticator):
+class MultiAuthenticator(ConditionsGuard, ProposalLogin, Authenticator):
     """One login page, several OpenID Connect providers, one proposal mapping."""
 
     providers = List(
@@ -92,16 +91,6 @@ class MultiAuthenticator(ProposalLogin, Authenticator):
         Example: ``"https://daas.example.org/hub/login"``
         """,
     )
-
-    conditions = Instance(ConditionsOfUse)
-
-    @default("conditions")
-    def _default_conditions(self):
-        return ConditionsOfUse(parent=self)
-
-    @default("auth_refresh_age")
-    def _default_auth_refresh_age(self):
-        return 300
 
     @validate("providers")
     def _check_providers(self, proposal):
@@ -183,7 +172,3 @@ class MultiAuthenticator(ProposalLogin, Authenticator):
         if child is None:
             return True
         return await child.refresh_user(user, handler)
-
-    async def pre_spawn_start(self, user, spawner):
-        if self.conditions.required and not self.conditions.accepted(await user.get_auth_state()):
-            raise self.conditions.refusal(url_path_join(spawner.hub.base_url if spawner.hub else "/hub/"))

@@ -34,12 +34,12 @@ from oauthenticator.oauth2 import (
 )
 from tornado import web
 from tornado.httpclient import HTTPClientError, HTTPRequest
-from traitlets import Bool, Dict, Enum, Float, Instance, Unicode, default, validate
+from traitlets import Bool, Dict, Enum, Float, Unicode, default, validate
 
-from daas_hub.access import proposal_groups, read_auth_state
-from daas_hub.model import Identity
+from daas_hub.access import STATE_KEY, proposal_groups, read_auth_state
+from daas_hub.model import Identity, Provider
 
-from .conditions import ConditionsOfUse, carry_forward
+from .conditions import ConditionsGuard, carry_forward
 from .mapping import ProposalLogin
 
 #: asymmetric algorithms accepted for ID tokens (never "none", never HMAC)
@@ -117,7 +117,7 @@ class OIDCCallbackHandler(OAuthCallbackHandler):
         self.redirect(next_url)
 
 
-class OIDCAuthenticator(ProposalLogin, GenericOAuthenticator):
+class OIDCAuthenticator(ConditionsGuard, ProposalLogin, GenericOAuthenticator):
     """OpenID Connect login mapped to facility accounts and proposals."""
 
     login_handler = OIDCLoginHandler
@@ -207,12 +207,6 @@ class OIDCAuthenticator(ProposalLogin, GenericOAuthenticator):
         must know the hub's login page as a post-logout redirect URL.""",
     )
 
-    conditions = Instance(ConditionsOfUse)
-
-    @default("conditions")
-    def _default_conditions(self):
-        return ConditionsOfUse(parent=self)
-
     @default("enable_pkce")
     def _default_enable_pkce(self):
         return True
@@ -228,10 +222,6 @@ class OIDCAuthenticator(ProposalLogin, GenericOAuthenticator):
     @default("login_service")
     def _default_login_service(self):
         return "OpenID Connect"
-
-    @default("auth_refresh_age")
-    def _default_auth_refresh_age(self):
-        return 300
 
     @default("http_request_kwargs")
     def _default_http_request_kwargs(self):
@@ -409,9 +399,9 @@ class OIDCAuthenticator(ProposalLogin, GenericOAuthenticator):
         sub = str(user_info.get("sub") or "")
         email = user_info.get("email") if user_info.get("email_verified", True) else None
         if self.link_by == "umbrella_id":
-            return Identity(provider="umbrella", subject=sub, email=email)
+            return Identity(provider=Provider.UMBRELLA, subject=sub, email=email)
         claimed = user_info.get(self.username_claim) if isinstance(self.username_claim, str) else None
-        return Identity(provider="facility", subject=sub, username=claimed and str(claimed), email=email)
+        return Identity(provider=Provider.FACILITY, subject=sub, username=claimed and str(claimed), email=email)
 
     def idp_roles(self, user_info: dict) -> frozenset[str]:
         roles = {role for role, claim in self.role_claims.items() if user_info.get(claim)}
@@ -455,7 +445,7 @@ class OIDCAuthenticator(ProposalLogin, GenericOAuthenticator):
 
     async def check_allowed(self, username, auth_model):
         # refusals (no account, no proposal) were raised with their reason in update_auth_model
-        return auth_model is None or "daas" in (auth_model.get("auth_state") or {})
+        return auth_model is None or STATE_KEY in (auth_model.get("auth_state") or {})
 
     async def run_post_auth_hook(self, handler, authentication):
         authentication = await super().run_post_auth_hook(handler, authentication)
@@ -479,10 +469,6 @@ class OIDCAuthenticator(ProposalLogin, GenericOAuthenticator):
             return False
         fresh["auth_state"] = {**state, **fresh["auth_state"]}
         return fresh
-
-    async def pre_spawn_start(self, user, spawner):
-        if self.conditions.required and not self.conditions.accepted(await user.get_auth_state()):
-            raise self.conditions.refusal(spawner.hub.base_url if spawner.hub else "/hub/")
 
     def check_allow_config(self):
         self.mapping.check()

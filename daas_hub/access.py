@@ -21,6 +21,27 @@ TRAINING_ROLES = frozenset({"instructor", "training"})
 
 
 @dataclass(frozen=True)
+class LoginPolicy:
+    """What the login decided about who may have a session, as one frozen value.
+
+    The login publishes it (``Authenticator.login_policy``, from
+    :class:`~daas_hub.authenticators.mapping.ProposalMapping`'s settings) and every
+    spawner receives it explicitly; nothing looks for it by attribute name.
+    """
+
+    #: the facility's name, as shown in messages
+    facility_name: str = "the facility"
+    #: whom users should contact about access, as shown in messages
+    contact: str = "the facility's user office"
+    #: staff and admins may have sessions without a proposal
+    staff_without_proposal: bool = True
+
+    def decide(self, account: Account | None, proposals: list[Proposal], *, who: str) -> AccessDecision:
+        """:func:`decide_access` under this policy."""
+        return decide_access(account, proposals, policy=self, who=who)
+
+
+@dataclass(frozen=True)
 class AccessDecision:
     allowed: bool
     reason: str  # short label: "proposal", "staff", "training", "no-account", "no-proposal"
@@ -31,12 +52,11 @@ def decide_access(
     account: Account | None,
     proposals: list[Proposal],
     *,
-    facility: str,
-    contact: str,
+    policy: LoginPolicy,
     who: str,
-    staff_without_proposal: bool = True,
 ) -> AccessDecision:
     """May ``account`` have a session? ``who`` is how the person signed in."""
+    facility, contact = policy.facility_name, policy.contact
     if account is None:
         return AccessDecision(
             False, "no-account",
@@ -46,7 +66,7 @@ def decide_access(
         )
     if any(p.role_of(account.username) for p in proposals):
         return AccessDecision(True, "proposal", "")
-    if staff_without_proposal and account.roles & STAFF_ROLES:
+    if policy.staff_without_proposal and account.roles & STAFF_ROLES:
         return AccessDecision(True, "staff", "")
     if account.roles & TRAINING_ROLES:
         return AccessDecision(True, "training", "")

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from .config import DEFAULT_DEMO_DIR, DEMO_DIR_ENV, check_site
 from .errors import SettingsError
+from .model import Provider
 from .settings import SETTINGS_ENV, load_settings
 
 _DEMO_CONFIG = '''# Written by `daas-hub demo`: the hub's configuration is the site settings file.
@@ -89,7 +90,8 @@ def cmd_proposals(args) -> int:
     except SettingsError as e:
         print(f"daas-hub proposals: {e}", file=sys.stderr)
         return 1
-    provider = args.provider or ("umbrella" if args.subject else "facility")
+    default = Provider.UMBRELLA if args.subject else Provider.FACILITY
+    provider = Provider(args.provider) if args.provider else default
     identity = Identity(provider=provider, subject=args.subject or args.user, username=args.user,
                         email=args.email)
 
@@ -145,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     props = sub.add_parser("proposals", help="show what the proposal source answers for one person")
     props.add_argument("user", help="the facility username (or any name, with --subject)")
     props.add_argument("--settings", help=f"settings file (default ${SETTINGS_ENV})")
-    props.add_argument("--provider", help="login provider of the identity (default: facility, or umbrella with --subject)")
+    props.add_argument("--provider", choices=[p.value for p in Provider], help="login provider of the identity (default: facility, or umbrella with --subject)")
     props.add_argument("--subject", help="the identity provider's subject, e.g. an UmbrellaID")
     props.add_argument("--email", help="the email the identity provider released")
     props.add_argument("--no-cache", action="store_true", help="ask the catalogue directly, bypassing the cache")

@@ -117,16 +117,29 @@ class Proposal:
         )
 
 
+class Provider(enum.StrEnum):
+    """The kind of login an identity comes from; sources link each kind differently.
+
+    ``umbrella``: UmbrellaID (or any provider whose users create their own
+    accounts), linked by subject; ``facility``: the facility's own SSO, which
+    issues facility usernames; ``demo``: the demo login.
+    """
+
+    UMBRELLA = "umbrella"
+    FACILITY = "facility"
+    DEMO = "demo"
+
+
 @dataclass(frozen=True)
 class Identity:
     """Who the identity provider says signed in.
 
-    ``provider`` names the login (``umbrella``, ``facility``, ``demo``); ``subject``
+    ``provider`` names the kind of login (:class:`Provider`); ``subject``
     is the provider's stable id for the person, ``username`` and ``email`` are the
     claims it released, when it released them.
     """
 
-    provider: str
+    provider: Provider
     subject: str
     username: str | None = None
     email: str | None = None

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from traitlets import HasTraits, Unicode, default
 
-from daas_hub.access import decide_access, read_auth_state
+from daas_hub.access import LoginPolicy, read_auth_state
 from daas_hub.model import Account, Proposal
 from daas_hub.mounts import DEFAULT_ROOT, MountPlan, plan_mounts
 from daas_hub.options import SessionRequest
@@ -42,19 +42,35 @@ def refuse(message: str, reason: str, *, status_code: int = 400) -> SpawnExcepti
     return err
 
 
-def login_policy(authenticator) -> tuple[str, str, bool]:
-    """Facility name, contact and staff rule: the login's (ProposalMapping), set once."""
-    mapping = getattr(authenticator, "mapping", None)
-    return (
-        getattr(mapping, "facility_name", "the facility"),
-        getattr(mapping, "contact", "the facility's user office"),
-        getattr(mapping, "staff_without_proposal", True),
-    )
+_warned_authenticators: set[type] = set()
 
 
-async def checked_account(spawner, *, status_code: int = 400) -> tuple[Account, list[Proposal]]:
-    """The account and proposals from the user's auth_state, if they may have a session."""
-    known = read_auth_state(await spawner.user.get_auth_state())
+def policy_for(authenticator, log=None) -> LoginPolicy:
+    """The login's :class:`LoginPolicy`, which every daas-hub login publishes as
+    ``login_policy``.
+
+    Spawners work under any authenticator: one that publishes no policy gets the
+    defaults, and the admin is told once what the spawners need from a login.
+    """
+    policy = getattr(authenticator, "login_policy", None)
+    if isinstance(policy, LoginPolicy):
+        return policy
+    cls = type(authenticator)
+    if log is not None and cls not in _warned_authenticators:
+        _warned_authenticators.add(cls)
+        log.warning(
+            "%s publishes no daas-hub login policy: using the defaults (contact: %s). The daas "
+            "spawners need each user's account and proposals in auth_state, which the daas-hub "
+            "logins (daas-oidc, daas-multi, daas-demo) keep; with another authenticator, mix in "
+            "daas_hub.authenticators.mapping.ProposalLogin.",
+            cls.__name__, LoginPolicy().contact,
+        )
+    return LoginPolicy()
+
+
+async def checked_account(user, policy: LoginPolicy, *, status_code: int = 400) -> tuple[Account, list[Proposal]]:
+    """The account and proposals from ``user``'s auth_state, if they may have a session."""
+    known = read_auth_state(await user.get_auth_state())
     if known is None:
         raise refuse(
             "The hub has no proposal information for you (it is kept from your last "
@@ -62,11 +78,7 @@ async def checked_account(spawner, *, status_code: int = 400) -> tuple[Account, 
             reason="no-auth-state",
         )
     account, proposals = known
-    facility, contact, staff_without_proposal = login_policy(spawner.authenticator)
-    decision = decide_access(
-        account, proposals, facility=facility, contact=contact, who=spawner.user.name,
-        staff_without_proposal=staff_without_proposal,
-    )
+    decision = policy.decide(account, proposals, who=user.name)
     if not decision.allowed:
         raise refuse(decision.message, reason=decision.reason, status_code=status_code)
     return account, proposals
@@ -139,12 +151,14 @@ class SessionSetup(HasTraits):
     def _default_session_bin(self):
         return str(Path(sys.executable).parent)
 
-    def _policy(self):
-        return login_policy(self.authenticator)
+    @property
+    def policy(self) -> LoginPolicy:
+        """The login's policy (:func:`policy_for`)."""
+        return policy_for(self.authenticator, self.log)
 
     @property
     def contact(self) -> str:
-        return self._policy()[1]
+        return self.policy.contact
 
     _order: SessionOrder | None = None
     _account = None  # pwd entry of the account the session runs as
@@ -157,7 +171,7 @@ class SessionSetup(HasTraits):
 
     async def _account_from_auth_state(self) -> tuple[Account, list[Proposal]]:
         """Standalone use (no wrapper): the account and proposals from auth_state."""
-        return await checked_account(self)
+        return await checked_account(self.user, self.policy)
 
     def _prepare_session(self, account: Account, proposals) -> None:
         """Resolve the system account (never root), the home and the mount plan."""

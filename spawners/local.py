@@ -91,7 +91,7 @@ class LocalSpawner(SessionSetup, LocalProcessSpawner):
 
     async def progress(self):
         """Tell the person when their proposals are the last known ones (catalogue outage)."""
-        notice = stale_notice(await self.user.get_auth_state(), facility=self._policy()[0])
+        notice = stale_notice(await self.user.get_auth_state(), facility=self.policy.facility_name)
         if notice:
             yield {"progress": 10, "message": notice}
 

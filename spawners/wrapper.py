@@ -37,7 +37,7 @@ from daas_hub.options import (
 from daas_hub.profiles import load_catalogue
 from daas_hub.quotas import DEFAULT_ROLE_QUOTAS, GIB, QUOTA_ROLES, Quota, available, quota_role, total
 
-from .common import SessionOrder, checked_account, login_policy, refuse
+from .common import SessionOrder, checked_account, policy_for, refuse
 
 try:  # the Slurm backend must replace batchspawner's port handler before the hub builds its routes
     from . import slurm as _slurm  # noqa: F401
@@ -137,12 +137,14 @@ class DaasSpawner(Spawner):
         """,
     )
 
-    def _policy(self):
-        return login_policy(self.authenticator)
+    @property
+    def policy(self):
+        """The login's policy (:func:`~daas_hub.spawners.common.policy_for`)."""
+        return policy_for(self.authenticator, self.log)
 
     @property
     def contact(self) -> str:
-        return self._policy()[1]
+        return self.policy.contact
 
     @default("start_timeout")
     def _default_start_timeout(self):
@@ -257,8 +259,8 @@ class DaasSpawner(Spawner):
         return tuple(out)
 
     async def spawn_context(self) -> tuple[SpawnContext, object, list]:
-        account, proposals = await checked_account(self, status_code=403)
-        staff_without_proposal = self._policy()[2]
+        account, proposals = await checked_account(self.user, self.policy, status_code=403)
+        staff_without_proposal = self.policy.staff_without_proposal
         proposal_quotas = {}
         for pid, q in self.proposal_quotas.items():
             proposal_quotas[pid] = Quota.from_dict(q, fallback=self._quota_for(account.roles),

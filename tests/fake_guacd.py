@@ -11,6 +11,7 @@ bridge sent afterwards. It connects to no machine.
 
 from __future__ import annotations
 
+import contextlib
 import socketserver
 import threading
 import uuid
@@ -39,6 +40,7 @@ class FakeGuacd:
             allow_reuse_address = True
             daemon_threads = True
 
+        self._server_class, self._handler = Server, Handler
         self.server = Server(("127.0.0.1", 0), Handler)
         self.port = self.server.server_address[1]
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
@@ -50,6 +52,18 @@ class FakeGuacd:
     def __exit__(self, *exc):
         self.server.shutdown()
         self.server.server_close()
+
+    @contextlib.contextmanager
+    def down(self):
+        """guacd not answering for the duration, then back on the same port (the
+        module's other tests keep their guacd whatever order they run in)."""
+        self.__exit__()
+        try:
+            yield
+        finally:
+            self.server = self._server_class(("127.0.0.1", self.port), self._handler)
+            self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+            self.thread.start()
 
     def _serve(self, sock):
         conn = {"handshake": [], "after": [], "connect": None, "protocol": None}

@@ -16,6 +16,7 @@ import pytest
 from daas_hub import session
 from daas_hub.access import (
     STATE_KEY,
+    LoginPolicy,
     decide_access,
     make_auth_state,
     proposal_groups,
@@ -134,8 +135,9 @@ ARCHIVED_ONLY = [proposal(state="archived", members=(("alice", "member"),))]
                  ["not on any proposal at DEMO Light Source"], id="listed-proposal-not-a-member"),
 ])
 def test_decide_access(acct, proposals, staff_ok, allowed, reason, words):
-    decision = decide_access(acct, proposals, facility=FACILITY, contact=CONTACT, who="alice@umbrella",
-                             staff_without_proposal=staff_ok)
+    policy = LoginPolicy(facility_name=FACILITY, contact=CONTACT, staff_without_proposal=staff_ok)
+    decision = decide_access(acct, proposals, policy=policy, who="alice@umbrella")
+    assert policy.decide(acct, proposals, who="alice@umbrella") == decision
     assert (decision.allowed, decision.reason) == (allowed, reason)
     for word in words:
         assert word in decision.message

@@ -432,18 +432,17 @@ def test_vm_bridge_handshake_allow_list_and_secrets(desktop_hub, guacd, browser,
 def test_session_starts_without_guacd_and_says_vm_unavailable(desktop_hub, guacd):
     """dave (staff) may open 'control'; with guacd down the page says the VM desktop is unavailable."""
     hub = desktop_hub
-    guacd.server.shutdown()
-    guacd.server.server_close()
-    s = start_through_form(hub, "dave")
-    try:
-        r = s.get(f"{hub.url}/user/dave/lab", timeout=60)
-        assert r.status_code == 200
-        r = s.get(f"{hub.url}/user/dave/vm/control/", timeout=60)
-        assert r.status_code == 503 and "The VM desktop is unavailable" in r.text
-        r = s.get(f"{hub.url}/user/dave/vm/", timeout=60)
-        assert "unavailable" in r.text
-    finally:
-        hub.stop_server("dave")
+    with guacd.down():
+        s = start_through_form(hub, "dave")
+        try:
+            r = s.get(f"{hub.url}/user/dave/lab", timeout=60)
+            assert r.status_code == 200
+            r = s.get(f"{hub.url}/user/dave/vm/control/", timeout=60)
+            assert r.status_code == 503 and "The VM desktop is unavailable" in r.text
+            r = s.get(f"{hub.url}/user/dave/vm/", timeout=60)
+            assert "unavailable" in r.text
+        finally:
+            hub.stop_server("dave")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -122,7 +122,12 @@ def test_the_site_the_cases_break_is_good(site):
     write_site(site, good_site())
     source, catalogue = check_site(load_settings(site / "site.yaml"))
     assert catalogue.slugs == ["python", "diffraction", "spectroscopy"]
-    assert len(source.accounts()) == len(ACCOUNTS)
+    accounts = {a.username: a for a in source.accounts()}
+    assert sorted(accounts) == sorted(a["username"] for a in ACCOUNTS)
+    for written in ACCOUNTS:
+        account = accounts[written["username"]]
+        assert (account.uid, account.gid) == (written["uid"], written["gid"])
+        assert account.roles == frozenset(written.get("roles", ["user"]))
 
 
 # -- the auth_state encryption key

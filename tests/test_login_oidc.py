@@ -26,7 +26,7 @@ import pytest
 import requests
 import yaml
 
-from conftest import BIN, REPO, free_port, start_hub, stop_process, wait_until
+from conftest import BIN, REPO, free_port, make_world_dir, start_hub, stop_process, wait_until
 
 pytestmark = [pytest.mark.hub, pytest.mark.browser]
 
@@ -158,8 +158,20 @@ def oidc_hub_running(demo_site: Path, output_dir: Path, *, bin_dir: Path = BIN, 
 
 
 @pytest.fixture(scope="module")
-def oidc_hub(demo_site, output_dir):
-    with oidc_hub_running(demo_site, output_dir) as hub:
+def oidc_site():
+    """This module's own demo facility: its tests change the proposals file, which
+    no other module's hub may see."""
+    from daas_hub.demo import ensure_demo_site
+
+    folder = make_world_dir("daas-hub-oidc-site-")
+    ensure_demo_site(folder)
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def oidc_hub(oidc_site, output_dir):
+    with oidc_hub_running(oidc_site, output_dir) as hub:
         yield hub
 
 
@@ -342,10 +354,10 @@ def test_staff_through_the_facility_provider(oidc_hub, browser):
         hub.stop_server("dave")
 
 
-def test_proposal_granted_appears_after_refresh_age(oidc_hub, browser, demo_site):
+def test_proposal_granted_appears_after_refresh_age(oidc_hub, browser, oidc_site):
     """Bob is added to a proposal while signed in; it shows after the refresh age, no new login."""
     hub = oidc_hub
-    path = demo_site / "proposals.yaml"
+    path = oidc_site / "proposals.yaml"
     original = path.read_text()
     context = browser.new_context()
     page = context.new_page()

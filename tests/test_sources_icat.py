@@ -12,8 +12,8 @@ against a real ICAT when ICAT_TEST_URL is set.
 
 from __future__ import annotations
 
+import asyncio
 import threading
-import time
 from datetime import UTC, datetime
 from types import SimpleNamespace as E
 
@@ -40,7 +40,7 @@ class StandInClient:
         self.queries: list[str] = []
         self.calls: list[str] = []
         self.expire_next = 0  # how many searches fail with an expired session
-        self.delay = 0.0
+        self.gate: threading.Event | None = None  # searches wait for it (a slow ICAT)
         self.privileges = False
         self.threads: set[str] = set()
         StandInClient.instances.append(self)
@@ -62,8 +62,8 @@ class StandInClient:
         self.threads.add(threading.current_thread().name)
         self.calls.append("search")
         self.queries.append(query)
-        if self.delay:
-            time.sleep(self.delay)
+        if self.gate is not None:
+            self.gate.wait(30)
         if self.privileges:
             raise ICATPrivilegesError({"code": "INSUFFICIENT_PRIVILEGES", "message": "Read access to User denied"})
         if self.expire_next:
@@ -246,12 +246,17 @@ async def test_two_users_with_the_same_attribute_are_not_guessed(make_source, an
     assert "refusing to guess" in caplog.text
 
 
-async def test_one_login_then_refresh_before_expiry(make_source, answering):
+async def test_one_login_then_refresh_before_expiry(make_source, answering, monkeypatch):
+    from daas_hub.sources import icat_source
+
+    now = [1000.0]
+    monkeypatch.setattr(icat_source, "_now", lambda: now[0])
     answering["SELECT u FROM User u WHERE u.name = 'ldap/alice'"] = [user("ldap/alice")]
-    source = make_source(refresh_interval=0.3)
+    source = make_source(refresh_interval=300)
     for _ in range(3):
         await source.resolve_account(ident("alice"))
-    time.sleep(0.35)
+        now[0] += 99
+    now[0] += 4  # 301 s after the login
     await source.resolve_account(ident("alice"))
     assert client(source).calls == ["login ldap reader", "search", "search", "search", "refresh", "search"]
     assert client(source).threads == {"daas-icat_0"}  # blocking calls stay off the event loop
@@ -276,11 +281,14 @@ async def test_a_slow_icat_times_out(make_source, answering):
     answering["SELECT u FROM User u WHERE u.name = 'ldap/alice'"] = [user("ldap/alice")]
     source = make_source(timeout=0.3)
     await source.resolve_account(ident("alice"))
-    client(source).delay = 1.0
-    t0 = time.monotonic()
-    with pytest.raises(SourceUnavailable, match=r"ICAT \(user\) did not answer within 0.3 s"):
-        await source.resolve_account(ident("alice"))
-    assert time.monotonic() - t0 < 0.9
+    gate = client(source).gate = threading.Event()
+    try:
+        # the answer is held back until the test releases it: the error can only come from the timeout
+        with pytest.raises(SourceUnavailable, match=r"ICAT \(user\) did not answer within 0.3 s"):
+            await asyncio.wait_for(source.resolve_account(ident("alice")), 20)
+        assert not gate.is_set()
+    finally:
+        gate.set()
 
 
 async def test_missing_reader_rights_say_what_to_fix(make_source, answering):

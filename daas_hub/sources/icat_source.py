@@ -27,11 +27,23 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
-from traitlets import Bool, Dict, Enum, Float, List, Type, Unicode
+from traitlets import Bool, Dict, Enum, Float, List, Type, Unicode, validate
 
 from ..errors import SettingsError, SourceUnavailable
-from ..model import Account, Beamtime, DataLocations, Identity, Member, MemberRole, Proposal, ProposalState
+from ..model import (
+    Account,
+    Beamtime,
+    DataLocations,
+    Identity,
+    Member,
+    MemberRole,
+    Proposal,
+    ProposalState,
+    Provider,
+)
 from .base import ProposalList, ProposalSource, in_thread, read_secret
+
+_now = time.monotonic  # the clock session refreshes are measured on (tests set their own)
 
 
 def jpql_string(value: str) -> str:
@@ -170,6 +182,15 @@ class IcatProposalSource(ProposalSource):
         """,
     )
 
+    @validate("identity_templates")
+    def _check_identity_templates(self, proposal):
+        known = {p.value for p in Provider}
+        unknown = sorted(set(proposal["value"]) - known)
+        if unknown:
+            raise ValueError(f"IcatProposalSource.identity_templates: {unknown} are not login provider kinds; "
+                             f"use {sorted(known)}")
+        return proposal["value"]
+
     user_name_template = Unicode(
         "{username}",
         config=True,
@@ -266,7 +287,7 @@ class IcatProposalSource(ProposalSource):
             self._client = self.client_class(self.url, **kwargs)
         secret = read_secret(self.password, self.password_file, setting="proposal_source > password_file")
         self._client.login(self.auth, {"username": self.reader_username, "password": secret})
-        self._next_refresh = time.monotonic() + self.refresh_interval
+        self._next_refresh = _now() + self.refresh_interval
         self.log.info("Logged in to ICAT %s as %s/%s", self.url, self.auth, self.reader_username)
 
     def _search(self, query: str) -> list:
@@ -275,10 +296,10 @@ class IcatProposalSource(ProposalSource):
         with self._lock:
             if self._client is None or self._client.sessionId is None:
                 self._login()
-            elif time.monotonic() >= self._next_refresh:
+            elif _now() >= self._next_refresh:
                 try:
                     self._client.refresh()
-                    self._next_refresh = time.monotonic() + self.refresh_interval
+                    self._next_refresh = _now() + self.refresh_interval
                 except ICATSessionError:
                     self._login()
             try:

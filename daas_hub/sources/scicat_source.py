@@ -31,10 +31,20 @@ import time
 from datetime import UTC, datetime
 from urllib.parse import urlencode
 
-from traitlets import Dict, Enum, Float, Int, Unicode
+from traitlets import Dict, Enum, Float, Int, Unicode, validate
 
 from ..errors import SettingsError, SourceUnavailable
-from ..model import Account, Beamtime, DataLocations, Identity, Member, MemberRole, Proposal, ProposalState
+from ..model import (
+    Account,
+    Beamtime,
+    DataLocations,
+    Identity,
+    Member,
+    MemberRole,
+    Proposal,
+    ProposalState,
+    Provider,
+)
 from .base import ProposalList, ProposalSource, bounded, read_secret
 
 #: per API version: login path, token field, identity path, proposals path and filter parameter
@@ -45,6 +55,10 @@ API_SHAPES = {
            "proposals": "Proposals", "filter_param": "filter", "or": "or", "in": "inq"},
 }
 
+
+
+class TokenRejected(SourceUnavailable):
+    """SciCat refused the reader's token (HTTP 401): log in again once."""
 
 class ShapeError(ValueError):
     """A SciCat answer that does not have the documented shape."""
@@ -128,7 +142,7 @@ class ScicatProposalSource(ProposalSource):
     )
 
     identity_fields = Dict(
-        {"umbrella": {"field": "externalId", "value": "{subject}"},
+        {Provider.UMBRELLA.value: {"field": "externalId", "value": "{subject}"},
          "*": {"field": "profile.username", "value": "{username}"}},
         config=True,
         help="""Per login provider (``*`` for the others): which user identity field
@@ -137,6 +151,18 @@ class ScicatProposalSource(ProposalSource):
         Example: ``{"umbrella": {"field": "profile.email", "value": "{email}"}}``
         """,
     )
+
+    @validate("identity_fields")
+    def _check_identity_fields(self, proposal):
+        known = {p.value for p in Provider} | {"*"}
+        for name, rule in proposal["value"].items():
+            if name not in known:
+                raise ValueError(f"ScicatProposalSource.identity_fields: {name!r} is not a login provider "
+                                 f"kind; use one of {sorted(known)}")
+            if not isinstance(rule, dict) or set(rule) != {"field", "value"}:
+                raise ValueError(f"ScicatProposalSource.identity_fields.{name} must be "
+                                 f'{{"field": ..., "value": ...}}, not {rule!r}')
+        return proposal["value"]
 
     facility = Unicode("", config=True, help="""Facility name set on the proposals. Example: ``"PSI"``""")
 
@@ -202,6 +228,7 @@ class ScicatProposalSource(ProposalSource):
         except HTTPClientError as e:
             if e.code == 401 and auth:
                 self._token = None
+                raise TokenRejected(f"{where}: HTTP 401 {e.message}") from None
             if e.code == 404 and path.endswith("findOne"):
                 return None
             raise SourceUnavailable(f"{where}: HTTP {e.code} {e.message}") from None
@@ -233,9 +260,7 @@ class ScicatProposalSource(ProposalSource):
         """One request; a rejected token (HTTP 401) logs in again once."""
         try:
             return await self._http(method, path, **kwargs)
-        except SourceUnavailable as e:
-            if "HTTP 401" not in str(e):
-                raise
+        except TokenRejected:
             return await self._http(method, path, **kwargs)
 
     async def _identity(self, field: str, value: str) -> dict | None:

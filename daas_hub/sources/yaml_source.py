@@ -24,6 +24,7 @@ from ..model import (
     MemberRole,
     Proposal,
     ProposalState,
+    Provider,
     _as_datetime,
 )
 from ..schema import read_yaml, validate
@@ -210,7 +211,7 @@ class YamlProposalSource(ProposalSource):
     async def resolve_account(self, identity: Identity) -> Account | None:
         cat = self._catalogue_or_unavailable()
         username = None
-        if identity.provider == "umbrella":
+        if identity.provider == Provider.UMBRELLA:
             username = cat.umbrella.get(identity.subject)
         elif identity.username in cat.accounts:
             username = identity.username
