@@ -123,7 +123,7 @@ def cmd_proposals(args) -> int:
     print(f"proposals: {len(proposals)} in {t_proposals:.1f} ms{' (STALE: catalogue unavailable)' if is_stale(proposals) else ''}")
     for p in proposals:
         role = p.role_of(account.username)
-        sessions = ", ".join(f"{b.start:%Y-%m-%d}..{b.end:%Y-%m-%d}" for b in p.sessions) or "no beamtime"
+        sessions = ", ".join(f"{b.start:%Y-%m-%d}..{b.end:%Y-%m-%d}" for b in p.beamtimes) or "no beamtime"
         print(f"  {p.id}  [{p.state.value}] {p.instrument}  role={role.value if role else '-'}  {p.title}")
         print(f"      beamtimes: {sessions}")
         print(f"      raw: {p.data.raw or '-'}  processed: {p.data.processed or '-'}")

@@ -67,7 +67,7 @@ class Proposal:
     facility: str
     state: ProposalState = ProposalState.ACTIVE
     members: tuple[Member, ...] = ()
-    sessions: tuple[Beamtime, ...] = ()
+    beamtimes: tuple[Beamtime, ...] = ()
     data: DataLocations = field(default_factory=DataLocations)
 
     def role_of(self, username: str) -> MemberRole | None:
@@ -90,8 +90,8 @@ class Proposal:
             "facility": self.facility,
             "state": self.state.value,
             "members": [{"username": m.username, "role": m.role.value} for m in self.members],
-            "sessions": [
-                {"start": s.start.isoformat(), "end": s.end.isoformat()} for s in self.sessions
+            "beamtimes": [
+                {"start": s.start.isoformat(), "end": s.end.isoformat()} for s in self.beamtimes
             ],
             "data": {"raw": self.data.raw, "processed": self.data.processed},
         }
@@ -109,9 +109,9 @@ class Proposal:
                 Member(m["username"], MemberRole(m.get("role", "member")))
                 for m in d.get("members", ())
             ),
-            sessions=tuple(
+            beamtimes=tuple(
                 Beamtime(_as_datetime(s["start"]), _as_datetime(s["end"]))
-                for s in d.get("sessions", ())
+                for s in d.get("beamtimes", d.get("sessions", ()))  # "sessions": auth_state from 0.1
             ),
             data=DataLocations(raw=data.get("raw"), processed=data.get("processed")),
         )

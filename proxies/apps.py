@@ -1,8 +1,8 @@
-"""The application desktops catalogue: one desktop per graphical application.
+"""The application list: one desktop per graphical application.
 
 A YAML file (docs/desktops.md) checked against the packaged schema
 ``daas_hub/schemas/desktop-apps.schema.yaml``; the default ships as
-``daas_hub/proxies/apps.yaml``. :func:`plan_desktops` turns the catalogue into
+``daas_hub/proxies/apps.yaml``. :func:`plan_desktops` turns the list into
 jupyter-server-proxy entries for the applications this session can run, and says
 why the others are not offered. Pure but for the ``which`` it is given.
 """
@@ -20,8 +20,8 @@ from daas_hub.schema import read_yaml, validate
 
 from .desktop import DEFAULT_GEOMETRY, WEBSOCKIFY, app_entry_name, build_vnc_entry, full_desktop_startup
 
-#: a site's own catalogue, when c.DesktopApps.catalogue is not set
-CATALOGUE_ENV = "DAAS_HUB_DESKTOP_APPS"
+#: a site's own application list, when c.DesktopApps.apps_file is not set
+APP_LIST_ENV = "DAAS_HUB_DESKTOP_APPS"
 
 
 @dataclass(frozen=True)
@@ -40,14 +40,14 @@ class DesktopApp:
         return f"apps/{self.id}/desktop/"
 
 
-def default_catalogue_path() -> str:
+def default_app_list_path() -> str:
     return str(resources.files("daas_hub.proxies").joinpath("apps.yaml"))
 
 
-def parse_catalogue(document, file: str | Path) -> tuple[DesktopApp, ...]:
-    """The applications of a parsed catalogue document; raises SettingsError."""
+def parse_app_list(document, file: str | Path) -> tuple[DesktopApp, ...]:
+    """The applications of a parsed application list; raises SettingsError."""
     if document is None:
-        raise SettingsError(file, "", "the application catalogue is empty",
+        raise SettingsError(file, "", "the application list is empty",
                             "list the applications under 'applications:' (docs/desktops.md)")
     validate(document, "desktop-apps", file)
     apps, seen = [], set()
@@ -66,11 +66,11 @@ def parse_catalogue(document, file: str | Path) -> tuple[DesktopApp, ...]:
     return tuple(apps)
 
 
-def load_catalogue(path: str | None = None) -> tuple[DesktopApp, ...]:
-    path = path or default_catalogue_path()
-    document = read_yaml(path, what="application desktops catalogue",
+def load_app_list(path: str | None = None) -> tuple[DesktopApp, ...]:
+    path = path or default_app_list_path()
+    document = read_yaml(path, what="application list",
                          fix_missing="create it (docs/desktops.md has an example) or unset the setting")
-    return parse_catalogue(document, path)
+    return parse_app_list(document, path)
 
 
 @dataclass(frozen=True)

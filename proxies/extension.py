@@ -22,22 +22,22 @@ from pathlib import Path
 from jupyter_server.base.handlers import JupyterHandler
 from jupyter_server.utils import url_path_join
 from tornado import web, websocket
-from traitlets import Bool, Float, Unicode, default
+from traitlets import Bool, Float, Unicode, default, observe
 from traitlets.config import Configurable
 
 from . import guacamole as guac
-from .apps import CATALOGUE_ENV, load_catalogue, plan_desktops
+from .apps import APP_LIST_ENV, load_app_list, plan_desktops
 from .desktop import DesktopServerProcess, _record_input_activity
 
 
 class DesktopApps(Configurable):
     """Which desktops the session offers."""
 
-    catalogue = Unicode(
+    apps_file = Unicode(
         config=True,
-        help="""The application desktops catalogue (YAML, docs/desktops.md).
+        help="""The application list: one desktop per application (YAML, docs/desktops.md).
 
-        Default: ``$DAAS_HUB_DESKTOP_APPS`` if set, else the catalogue shipped with
+        Default: ``$DAAS_HUB_DESKTOP_APPS`` if set, else the list shipped with
         daas-hub (PyMca, silx view, pyFAI-calib2, a terminal). Applications whose
         executable is not on the session's PATH are not offered; the session log
         says why.
@@ -45,9 +45,16 @@ class DesktopApps(Configurable):
         """,
     )
 
-    @default("catalogue")
-    def _default_catalogue(self):
-        return os.environ.get(CATALOGUE_ENV, "")
+    @default("apps_file")
+    def _default_apps_file(self):
+        return os.environ.get(APP_LIST_ENV, "")
+
+    catalogue = Unicode(config=True, help="""Deprecated name of ``apps_file`` (daas-hub 0.1).""")
+
+    @observe("catalogue")
+    def _deprecated_catalogue(self, change):
+        self.log.warning("DesktopApps.catalogue is deprecated since daas-hub 0.2: use DesktopApps.apps_file")
+        self.apps_file = change.new
 
     full_desktop = Bool(
         True, config=True,
@@ -149,8 +156,8 @@ def _link_jupyter_server_extension(serverapp):
     proposals = os.path.join(home, cfg.proposals_folder)
     workdir = proposals if os.path.isdir(proposals) else home
     try:
-        apps = load_catalogue(cfg.catalogue or None)
-    except Exception as e:  # noqa: BLE001 - a bad catalogue must not stop the session
+        apps = load_app_list(cfg.apps_file or None)
+    except Exception as e:  # noqa: BLE001 - a bad application list must not stop the session
         log.error("daas-hub: application desktops are not offered: %s", e)
         apps = ()
     which = GuiWhich()

@@ -56,7 +56,7 @@ def test_proposal_round_trip():
         id="MX-1001", title="Cathodes", instrument="ID11", facility=FACILITY,
         state=ProposalState.EMBARGOED,
         members=(Member("alice", MemberRole.PI), Member("dave", MemberRole.LOCAL_CONTACT)),
-        sessions=(Beamtime(datetime(2026, 11, 2, 8), datetime(2026, 11, 5, 8)),),
+        beamtimes=(Beamtime(datetime(2026, 11, 2, 8), datetime(2026, 11, 5, 8)),),
         data=DataLocations(raw="/data/raw", processed="/data/processed"),
     )
     d = p.to_dict()
@@ -64,11 +64,14 @@ def test_proposal_round_trip():
         "id": "MX-1001", "title": "Cathodes", "instrument": "ID11", "facility": FACILITY,
         "state": "embargoed",
         "members": [{"username": "alice", "role": "pi"}, {"username": "dave", "role": "local-contact"}],
-        "sessions": [{"start": "2026-11-02T08:00:00", "end": "2026-11-05T08:00:00"}],
+        "beamtimes": [{"start": "2026-11-02T08:00:00", "end": "2026-11-05T08:00:00"}],
         "data": {"raw": "/data/raw", "processed": "/data/processed"},
     }
     assert json.loads(json.dumps(d)) == d  # JSON-ready, for auth_state
     assert Proposal.from_dict(d) == p
+    # auth_state written by 0.1 called beamtimes "sessions"
+    old = {**{k: v for k, v in d.items() if k != "beamtimes"}, "sessions": d["beamtimes"]}
+    assert Proposal.from_dict(old) == p
 
 
 def test_proposal_from_minimal_dict_takes_defaults():

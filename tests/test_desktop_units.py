@@ -14,7 +14,7 @@ import pytest
 from daas_hub.errors import SettingsError
 from daas_hub.model import Account, Member, MemberRole, Proposal, ProposalState
 from daas_hub.proxies import guacamole as guac
-from daas_hub.proxies.apps import default_catalogue_path, load_catalogue, parse_catalogue, plan_desktops
+from daas_hub.proxies.apps import default_app_list_path, load_app_list, parse_app_list, plan_desktops
 from daas_hub.proxies.desktop import WEBSOCKIFY, app_entry_name
 from daas_hub.proxies.rfb import InputDetector
 from daas_hub.vmtargets import parse_targets, targets_env, targets_for
@@ -71,14 +71,14 @@ BASE = {"vncserver", "openbox", "xterm", "pcmanfm"}
 
 
 def test_default_catalogue_ships_the_four_applications():
-    apps = load_catalogue()
+    apps = load_app_list()
     assert [a.id for a in apps] == ["pymca", "silx-view", "pyfai-calib2", "terminal"]
     assert all(a.profiles for a in apps), "the catalogue says which images provide each application"
-    assert load_catalogue(default_catalogue_path()) == apps
+    assert load_app_list(default_app_list_path()) == apps
 
 
 def test_entries_plain_command_unix_socket_input_only_activity():
-    plan = plan_desktops(load_catalogue(), proposals_dir="/home/u/proposals", which=fake_which(BASE | {"pymca"}))
+    plan = plan_desktops(load_app_list(), proposals_dir="/home/u/proposals", which=fake_which(BASE | {"pymca"}))
     desktop = plan.servers[WEBSOCKIFY]
     cmd = desktop["command"]
     assert cmd[0] == "/usr/bin/vncserver" and "/bin/sh" not in cmd and "-c" not in cmd
@@ -95,7 +95,7 @@ def test_entries_plain_command_unix_socket_input_only_activity():
 
 
 def test_missing_applications_are_not_offered_and_say_why():
-    plan = plan_desktops(load_catalogue(), proposals_dir="/p", which=fake_which(BASE))
+    plan = plan_desktops(load_app_list(), proposals_dir="/p", which=fake_which(BASE))
     skipped = dict(plan.skipped)
     assert set(plan.servers) == {WEBSOCKIFY, app_entry_name("terminal")}
     assert "no usable pymca on the session's PATH" in skipped["application pymca"]
@@ -103,7 +103,7 @@ def test_missing_applications_are_not_offered_and_say_why():
 
 
 def test_without_vncserver_there_is_no_desktop():
-    plan = plan_desktops(load_catalogue(), proposals_dir="/p", which=fake_which({"xterm", "pymca"}))
+    plan = plan_desktops(load_app_list(), proposals_dir="/p", which=fake_which({"xterm", "pymca"}))
     assert plan.servers == {} and plan.offered == ()
     assert "tigervnc-standalone-server" in dict(plan.skipped)["desktop"]
 
@@ -120,13 +120,13 @@ def test_without_vncserver_there_is_no_desktop():
 ], ids=["bad-id", "command-not-list", "unknown-key", "duplicate"])
 def test_bad_catalogue_says_where_and_how_to_fix(document, where, fix):
     with pytest.raises(SettingsError) as e:
-        parse_catalogue(document, "apps.yaml")
+        parse_app_list(document, "apps.yaml")
     assert e.value.entry == where and fix in e.value.fix
 
 
 def test_missing_catalogue_file(tmp_path):
     with pytest.raises(SettingsError, match="does not exist"):
-        load_catalogue(str(tmp_path / "nope.yaml"))
+        load_app_list(str(tmp_path / "nope.yaml"))
 
 
 # -- who may open which VM -------------------------------------------------------------------

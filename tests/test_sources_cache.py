@@ -24,7 +24,7 @@ from daas_hub.sources import (
 )
 
 
-class Catalogue(ProposalSource):
+class StandInSource(ProposalSource):
     """Counts calls; ``failing`` raises SourceUnavailable, ``hang`` never answers."""
 
     def __init__(self, **kwargs):
@@ -70,7 +70,7 @@ def clock(monkeypatch):
 
 
 async def test_answers_are_reused_until_the_ttl(clock):
-    inner = Catalogue()
+    inner = StandInSource()
     cache = CachedProposalSource(source=inner, ttl=300)
     alice = await cache.resolve_account(ident("alice"))
     first = await cache.proposals_for(alice)
@@ -86,7 +86,7 @@ async def test_answers_are_reused_until_the_ttl(clock):
 
 
 async def test_no_account_is_remembered_only_briefly(clock):
-    inner = Catalogue()
+    inner = StandInSource()
     cache = CachedProposalSource(source=inner, ttl=300, negative_ttl=60)
     assert await cache.resolve_account(ident("nobody")) is None
     clock[0] += 30
@@ -99,7 +99,7 @@ async def test_no_account_is_remembered_only_briefly(clock):
 
 @pytest.mark.parametrize("failure", ["raises", "times out"])
 async def test_stale_if_error_gives_the_last_known_proposals_marked_stale(clock, caplog, failure):
-    inner = Catalogue()
+    inner = StandInSource()
     cache = CachedProposalSource(source=inner, ttl=300, timeout=0.2)
     alice = await cache.resolve_account(ident("alice"))
     await cache.proposals_for(alice)
@@ -117,7 +117,7 @@ async def test_stale_if_error_gives_the_last_known_proposals_marked_stale(clock,
 
 
 async def test_without_a_last_answer_an_outage_is_an_error_not_an_empty_list(clock):
-    inner = Catalogue()
+    inner = StandInSource()
     inner.failing = True
     cache = CachedProposalSource(source=inner)
     with pytest.raises(SourceUnavailable, match="catalogue down"):
@@ -129,7 +129,7 @@ async def test_without_a_last_answer_an_outage_is_an_error_not_an_empty_list(clo
 
 
 async def test_stale_answers_expire_after_stale_for(clock):
-    inner = Catalogue()
+    inner = StandInSource()
     cache = CachedProposalSource(source=inner, ttl=60, stale_for=3600)
     await cache.proposals_for(Account("alice"))
     inner.failing = True
@@ -141,7 +141,7 @@ async def test_stale_answers_expire_after_stale_for(clock):
 
 
 async def test_the_cache_is_bounded_least_recently_used_first(clock):
-    inner = Catalogue()
+    inner = StandInSource()
     cache = CachedProposalSource(source=inner, max_entries=3)
     for name in ("user1", "user2", "user3"):
         await cache.proposals_for(Account(name))
@@ -156,7 +156,7 @@ async def test_the_cache_is_bounded_least_recently_used_first(clock):
 
 
 async def test_100_simultaneous_logins_make_one_catalogue_query_per_user():
-    inner = Catalogue()
+    inner = StandInSource()
     inner.delay = 0.2
     cache = CachedProposalSource(source=inner)
     users = [f"user{i % 10}" for i in range(100)]  # 100 logins by 10 people
@@ -172,7 +172,7 @@ async def test_100_simultaneous_logins_make_one_catalogue_query_per_user():
 
 
 async def test_one_caller_giving_up_does_not_cancel_the_shared_lookup():
-    inner = Catalogue()
+    inner = StandInSource()
     inner.delay = 0.3
     cache = CachedProposalSource(source=inner)
     impatient = asyncio.ensure_future(cache.proposals_for(Account("alice")))
@@ -184,7 +184,7 @@ async def test_one_caller_giving_up_does_not_cancel_the_shared_lookup():
 
 
 async def test_forget_drops_one_persons_answers(clock):
-    inner = Catalogue()
+    inner = StandInSource()
     cache = CachedProposalSource(source=inner)
     alice = await cache.resolve_account(ident("alice"))
     await cache.proposals_for(alice)
@@ -202,7 +202,7 @@ class Training(ProposalSource):
 
 
 async def test_chain_takes_accounts_from_one_source_and_merges_proposals_from_others():
-    chain = ChainedProposalSource(account_source_class=Catalogue, proposal_source_classes=[Catalogue, Training])
+    chain = ChainedProposalSource(account_source_class=StandInSource, proposal_source_classes=[StandInSource, Training])
     assert chain.proposal_sources[0] is chain.account_source
     alice = await chain.resolve_account(ident("alice"))
     proposals = await chain.proposals_for(alice)
@@ -212,7 +212,7 @@ async def test_chain_takes_accounts_from_one_source_and_merges_proposals_from_ot
 
 
 async def test_chain_fails_as_a_whole_so_the_cache_can_serve_the_last_answer(clock):
-    chain = ChainedProposalSource(account_source_class=Catalogue, proposal_source_classes=[Catalogue, Training])
+    chain = ChainedProposalSource(account_source_class=StandInSource, proposal_source_classes=[StandInSource, Training])
     cache = CachedProposalSource(source=chain, ttl=1)
     alice = await cache.resolve_account(ident("alice"))
     assert len(await cache.proposals_for(alice)) == 2

@@ -188,7 +188,7 @@ async def test_investigations_become_proposals_with_visits_members_and_data(make
     assert sorted(proposals) == ["HC-2", "MX-1"]
     mx = proposals["MX-1"]
     assert (mx.title, mx.instrument, mx.facility, mx.state) == ("Lysozyme", "ID30A", "ESRF", ProposalState.ACTIVE)
-    assert [b.start for b in mx.sessions] == [datetime(2026, 11, 2, 8, tzinfo=UTC), datetime(2026, 12, 1, 8, tzinfo=UTC)]
+    assert [b.start for b in mx.beamtimes] == [datetime(2026, 11, 2, 8, tzinfo=UTC), datetime(2026, 12, 1, 8, tzinfo=UTC)]
     assert {m.username: m.role for m in mx.members} == {
         "alice": MemberRole.PI, "bob": MemberRole.LOCAL_CONTACT, "carol": MemberRole.MEMBER}
     assert mx.data.raw == "/data/visitor/MX-1/ID30A" and mx.data.processed == "/data/processed/MX-1"

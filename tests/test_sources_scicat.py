@@ -159,13 +159,13 @@ async def test_account_and_proposals_through_the_users_groups(make_source, scica
     assert sorted(proposals) == ["20.500.11935/20001", "20002"]
     tomo = proposals["20.500.11935/20001"]
     assert (tomo.title, tomo.instrument, tomo.facility) == ("Tomography of wood", "/PSI/SLS/TOMCAT", "PSI")
-    assert [b.start for b in tomo.sessions] == [datetime(2026, 11, 2, 8, tzinfo=UTC),
+    assert [b.start for b in tomo.beamtimes] == [datetime(2026, 11, 2, 8, tzinfo=UTC),
                                                 datetime(2026, 11, 20, 8, tzinfo=UTC)]
     assert tomo.role_of("jdoe") is MemberRole.PI
     assert tomo.data.raw == "/sls/data/p20001/raw"
     powder = proposals["20002"]
     assert powder.role_of("jdoe") is MemberRole.MEMBER
-    assert [(b.start, b.end) for b in powder.sessions] == [
+    assert [(b.start, b.end) for b in powder.beamtimes] == [
         (datetime(2026, 10, 1, 8, tzinfo=UTC), datetime(2026, 10, 3, 8, tzinfo=UTC))]
     logins = [r for r in Replay.requests if r[0] == "POST"]
     assert len(logins) == 1  # the token is reused

@@ -8,7 +8,7 @@ import copy
 import pytest
 from traitlets.config import Config
 
-from daas_hub.access import read_auth_state
+from daas_hub.access import LoginPolicy, read_auth_state
 from daas_hub.authenticators.mapping import ProposalMapping
 from daas_hub.config import apply_settings
 from daas_hub.errors import SettingsError, SourceUnavailable
@@ -182,9 +182,8 @@ async def test_the_spawn_progress_shows_the_stale_notice():
 
     user = SimpleNamespace(name="alice", get_auth_state=get_auth_state, url="/user/alice/", escaped_name="alice",
                            id=1, server=None)
-    # the facility's name comes from the login's proposal mapping (one setting, shared)
-    login = SimpleNamespace(mapping=SimpleNamespace(facility_name="ESRF", contact="the User Office",
-                                                    staff_without_proposal=True))
+    # the facility's name comes from the login's published policy (one setting, shared)
+    login = SimpleNamespace(login_policy=LoginPolicy(facility_name="ESRF", contact="the User Office"))
     spawner = LocalSpawner(user=user, authenticator=login)
     [event] = [e async for e in spawner.progress()]
     assert "proposal catalogue of ESRF is not answering" in event["message"]

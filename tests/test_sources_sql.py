@@ -110,7 +110,7 @@ async def test_account_and_proposals_from_the_user_office_database(source):
     assert (mx.title, mx.instrument, mx.facility, mx.state) == ("Lysozyme at 100 K", "ID30A", "ESRF",
                                                                ProposalState.ACTIVE)
     assert mx.role_of("alice") is MemberRole.PI
-    assert [b.start for b in mx.sessions] == [datetime(2026, 11, 2, 8, tzinfo=UTC), datetime(2026, 12, 1, 8, tzinfo=UTC)]
+    assert [b.start for b in mx.beamtimes] == [datetime(2026, 11, 2, 8, tzinfo=UTC), datetime(2026, 12, 1, 8, tzinfo=UTC)]
     assert mx.data.raw == "/data/ID30A/MX-1"
     assert proposals["HC-2"].state is ProposalState.EMBARGOED
     assert proposals["HC-2"].role_of("alice") is MemberRole.MEMBER

@@ -23,7 +23,7 @@ from daas_hub.model import (
     ProposalState,
 )
 from daas_hub.sources import YamlProposalSource
-from daas_hub.sources.yaml_source import parse_catalogue
+from daas_hub.sources.yaml_source import parse_proposals_file
 
 DOC = {
     "facility": "DEMO Light Source",
@@ -61,7 +61,7 @@ BOB = Account("bob", roles=frozenset({"staff", "admin"}))
 
 def test_parse_catalogue_valid(tmp_path):
     file = tmp_path / "proposals.yaml"
-    cat = parse_catalogue(doc(), file)
+    cat = parse_proposals_file(doc(), file)
     assert cat.facility == "DEMO Light Source"
     assert cat.accounts == {"alice": ALICE, "bob": BOB}
     assert cat.umbrella == {"umbrella-alice": "alice"}
@@ -71,7 +71,7 @@ def test_parse_catalogue_valid(tmp_path):
             id="MX-1", title="Cathodes", instrument="ID11", facility="DEMO Light Source",
             state=ProposalState.EMBARGOED,
             members=(Member("alice", MemberRole.PI), Member("bob", MemberRole.MEMBER)),
-            sessions=(Beamtime(datetime(2026, 11, 2, 8), datetime(2026, 11, 5)),),
+            beamtimes=(Beamtime(datetime(2026, 11, 2, 8), datetime(2026, 11, 5)),),
             data=DataLocations(raw=str(tmp_path.resolve() / "data/MX-1/raw"), processed="/abs/MX-1/processed"),
         ),
         Proposal(id="EC-2", title="Bronze", instrument="ID21", facility="DEMO Light Source",
@@ -88,7 +88,7 @@ def test_yaml_dates_stay_strings_until_the_model_parses_them(tmp_path):
     source = YamlProposalSource(path=str(write(tmp_path / "p.yaml", text)))
     source.check()
     [mx] = [p for p in source._load().proposals if p.id == "MX-1"]
-    assert mx.sessions == (Beamtime(datetime(2026, 11, 2, 8), datetime(2026, 11, 5)),)
+    assert mx.beamtimes == (Beamtime(datetime(2026, 11, 2, 8), datetime(2026, 11, 5)),)
 
 
 @pytest.fixture
@@ -169,7 +169,7 @@ MALFORMED = [
     pytest.param(_set(("proposals", 0, "sessions", 0, "start"), "2026-13-45"), f"{MX} > sessions[0]",
                  "not a valid date", id="impossible-date"),
     pytest.param(_set(("proposals", 0, "sessions", 0, "end"), "2026-11-01"), f"{MX} > sessions[0]",
-                 "the session ends before it starts", id="end-before-start"),
+                 "the beamtime ends before it starts", id="end-before-start"),
     pytest.param(_set(("proposals", 0, "sessions", 0, "end"), "2026-11-05T08:00:00+01:00"),
                  f"{MX} > sessions[0]", "time zone", id="time-zone-on-one-end-only"),
     pytest.param(_set(("accounts", 0, "uid"), 0), 'accounts[0] "alice" > uid', "0 is less than the minimum of 1",
@@ -203,7 +203,7 @@ def test_fix_comes_from_the_schema(tmp_path):
     d = doc()
     d["accounts"][0]["uid"] = 0
     with pytest.raises(SettingsError) as e:
-        parse_catalogue(d, "p.yaml")
+        parse_proposals_file(d, "p.yaml")
     assert "sessions never run as root" in e.value.fix
 
 

@@ -397,7 +397,7 @@ class IcatProposalSource(ProposalSource):
                         role = MemberRole(self.role_map.get(iu.role or "", "member"))
                         if members.get(name) is not MemberRole.PI:
                             members[name] = role
-            sessions = tuple(sorted(
+            beamtimes = tuple(sorted(
                 {Beamtime(_utc(v.startDate), _utc(v.endDate)) for v in visits if v.startDate and v.endDate},
                 key=lambda b: b.start,
             ))
@@ -414,7 +414,7 @@ class IcatProposalSource(ProposalSource):
             processed = self.processed_template.format(**fields) or None
             proposals.append(Proposal(
                 id=pid, title=first.title or "", instrument=instrument, facility=facility, state=state,
-                members=tuple(Member(n, r) for n, r in members.items()), sessions=sessions,
+                members=tuple(Member(n, r) for n, r in members.items()), beamtimes=beamtimes,
                 data=DataLocations(raw=raw, processed=processed),
             ))
         return proposals

@@ -89,23 +89,23 @@ def proposal_from_scicat(doc: dict, account: Account, *, facility: str, raw_temp
     periods = doc.get("MeasurementPeriodList") or []
     if not isinstance(periods, list):
         raise ShapeError(f"{where}: 'MeasurementPeriodList' is not a list")
-    sessions, instrument = [], ""
+    beamtimes, instrument = [], ""
     for i, period in enumerate(periods):
         pw = f"{where} > MeasurementPeriodList[{i}]"
         instrument = instrument or _require(period, "instrument", str, pw)
         if period.get("start") and period.get("end"):
-            sessions.append(Beamtime(_date(period["start"], pw), _date(period["end"], pw)))
-    if not sessions and doc.get("startTime") and doc.get("endTime"):
-        sessions.append(Beamtime(_date(doc["startTime"], where), _date(doc["endTime"], where)))
+            beamtimes.append(Beamtime(_date(period["start"], pw), _date(period["end"], pw)))
+    if not beamtimes and doc.get("startTime") and doc.get("endTime"):
+        beamtimes.append(Beamtime(_date(doc["startTime"], where), _date(doc["endTime"], where)))
     if not instrument and isinstance(doc.get("instrumentIds"), list) and doc["instrumentIds"]:
         instrument = str(doc["instrumentIds"][0])
     pi = (doc.get("pi_email") or "").casefold()
     role = MemberRole.PI if account.email and account.email.casefold() == pi else MemberRole.MEMBER
     fields = {"proposal_id": pid, "instrument": instrument, "owner_group": doc.get("ownerGroup") or "",
-              "year": sessions[0].start.year if sessions else ""}
+              "year": beamtimes[0].start.year if beamtimes else ""}
     return Proposal(
         id=pid, title=title, instrument=instrument, facility=facility, state=ProposalState.ACTIVE,
-        members=(Member(account.username, role),), sessions=tuple(sessions),
+        members=(Member(account.username, role),), beamtimes=tuple(beamtimes),
         data=DataLocations(raw=raw_template.format(**fields) or None,
                            processed=processed_template.format(**fields) or None),
     )

@@ -61,10 +61,10 @@ def proposals_from_rows(rows: list[dict], account: Account, facility: str, roles
     grouped: dict[str, dict] = {}
     for row in rows:
         pid = str(row["id"])
-        p = grouped.setdefault(pid, {"row": row, "sessions": []})
+        p = grouped.setdefault(pid, {"row": row, "beamtimes": []})
         start, end = row.get("start"), row.get("end")
         if start is not None and end is not None:
-            p["sessions"].append(Beamtime(_dt(start), _dt(end)))
+            p["beamtimes"].append(Beamtime(_dt(start), _dt(end)))
     proposals = []
     for pid, p in grouped.items():
         row = p["row"]
@@ -76,7 +76,7 @@ def proposals_from_rows(rows: list[dict], account: Account, facility: str, roles
             facility=row.get("facility") or facility,
             state=ProposalState(row.get("state") or "active"),
             members=(Member(account.username, MemberRole(role)),),
-            sessions=tuple(sorted(set(p["sessions"]), key=lambda b: b.start)),
+            beamtimes=tuple(sorted(set(p["beamtimes"]), key=lambda b: b.start)),
             data=DataLocations(raw=row.get("raw"), processed=row.get("processed")),
         ))
     return proposals

@@ -32,7 +32,7 @@ from .base import ProposalSource
 
 
 @dataclass(frozen=True)
-class Catalogue:
+class ProposalsFile:
     """One parsed, validated proposals file."""
 
     facility: str
@@ -54,8 +54,8 @@ class Catalogue:
         return list(self.by_member.get(username, ()))
 
 
-def parse_catalogue(document: dict, file: str | Path) -> Catalogue:
-    """Build a :class:`Catalogue` from a parsed YAML document; pure."""
+def parse_proposals_file(document: dict, file: str | Path) -> ProposalsFile:
+    """Build a :class:`ProposalsFile` from a parsed YAML document; pure."""
     validate(document, "proposals", file)
     base = Path(file).resolve().parent
     facility = document["facility"]
@@ -100,27 +100,31 @@ def parse_catalogue(document: dict, file: str | Path) -> Catalogue:
                     "add the account under 'accounts:' or correct the username",
                 )
             members.append(Member(m["username"], MemberRole(m.get("role", "member"))))
-        sessions = []
-        for j, s in enumerate(p.get("sessions", [])):
+        beamtimes = []
+        key = "beamtimes" if "beamtimes" in p or "sessions" not in p else "sessions"  # 0.1 wrote "sessions"
+        if "beamtimes" in p and "sessions" in p:
+            raise SettingsError(file, f"{entry} > sessions", "both beamtimes and sessions (its old name) are given",
+                                "keep only beamtimes")
+        for j, s in enumerate(p.get(key, [])):
             try:
                 start, end = _as_datetime(s["start"]), _as_datetime(s["end"])
             except ValueError as e:
                 raise SettingsError(
-                    file, f"{entry} > sessions[{j}]", f"not a valid date ({e})",
+                    file, f"{entry} > {key}[{j}]", f"not a valid date ({e})",
                     "write an ISO 8601 date, e.g. 2026-11-02T08:00:00",
                 ) from None
             if (start.tzinfo is None) != (end.tzinfo is None):
                 raise SettingsError(
-                    file, f"{entry} > sessions[{j}]",
+                    file, f"{entry} > {key}[{j}]",
                     "one of start and end has a time zone and the other has none",
                     "give both a UTC offset (e.g. +01:00), or neither",
                 )
             if end < start:
                 raise SettingsError(
-                    file, f"{entry} > sessions[{j}]", "the session ends before it starts",
+                    file, f"{entry} > {key}[{j}]", "the beamtime ends before it starts",
                     "swap start and end, or correct the dates",
                 )
-            sessions.append(Beamtime(start, end))
+            beamtimes.append(Beamtime(start, end))
         data = p.get("data", {})
         proposals.append(
             Proposal(
@@ -130,14 +134,14 @@ def parse_catalogue(document: dict, file: str | Path) -> Catalogue:
                 facility=facility,
                 state=ProposalState(p.get("state", "active")),
                 members=tuple(members),
-                sessions=tuple(sessions),
+                beamtimes=tuple(beamtimes),
                 data=DataLocations(
                     raw=_resolve(base, data.get("raw")),
                     processed=_resolve(base, data.get("processed")),
                 ),
             )
         )
-    return Catalogue(facility, accounts, umbrella, emails, tuple(proposals))
+    return ProposalsFile(facility, accounts, umbrella, emails, tuple(proposals))
 
 
 def _resolve(base: Path, path: str | None) -> str | None:
@@ -168,7 +172,7 @@ class YamlProposalSource(ProposalSource):
         """,
     )
 
-    _catalogue: Catalogue | None = None
+    _file: ProposalsFile | None = None
     _mtime: float | None = None
 
     def check(self) -> None:
@@ -181,35 +185,35 @@ class YamlProposalSource(ProposalSource):
             )
         self._load()
 
-    def _load(self) -> Catalogue:
+    def _load(self) -> ProposalsFile:
         try:
             mtime = os.stat(self.path).st_mtime
         except OSError:
             mtime = None
-        if self._catalogue is not None and mtime == self._mtime:
-            return self._catalogue
+        if self._file is not None and mtime == self._mtime:
+            return self._file
         try:
             document = read_yaml(
                 self.path, what="proposals",
                 fix_missing="create it (docs/proposals.md) or correct proposal_source.path",
             )
-            catalogue = parse_catalogue(document, self.path)
+            parsed = parse_proposals_file(document, self.path)
         except SettingsError as e:
-            if self._catalogue is None:
+            if self._file is None:
                 raise
             self.log.error("Keeping the last good proposals file; the new one has an error: %s", e)
-            return self._catalogue
-        self._catalogue, self._mtime = catalogue, mtime
-        return catalogue
+            return self._file
+        self._file, self._mtime = parsed, mtime
+        return parsed
 
-    def _catalogue_or_unavailable(self) -> Catalogue:
+    def _file_or_unavailable(self) -> ProposalsFile:
         try:
             return self._load()
         except SettingsError as e:
             raise SourceUnavailable(str(e)) from None
 
     async def resolve_account(self, identity: Identity) -> Account | None:
-        cat = self._catalogue_or_unavailable()
+        cat = self._file_or_unavailable()
         username = None
         if identity.provider == Provider.UMBRELLA:
             username = cat.umbrella.get(identity.subject)
@@ -220,8 +224,8 @@ class YamlProposalSource(ProposalSource):
         return cat.accounts.get(username) if username else None
 
     async def proposals_for(self, account: Account) -> list[Proposal]:
-        return self._catalogue_or_unavailable().proposals_of(account.username)
+        return self._file_or_unavailable().proposals_of(account.username)
 
     def accounts(self) -> list[Account]:
         """Every account in the file (the demo login lists them)."""
-        return list(self._catalogue_or_unavailable().accounts.values())
+        return list(self._file_or_unavailable().accounts.values())
