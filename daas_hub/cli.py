@@ -126,8 +126,17 @@ def cmd_proposals(args) -> int:
         sessions = ", ".join(f"{b.start:%Y-%m-%d}..{b.end:%Y-%m-%d}" for b in p.beamtimes) or "no beamtime"
         print(f"  {p.id}  [{p.state.value}] {p.instrument}  role={role.value if role else '-'}  {p.title}")
         print(f"      beamtimes: {sessions}")
-        print(f"      raw: {p.data.raw or '-'}  processed: {p.data.processed or '-'}")
+        print(f"      raw: {_data_path(p.data.raw)}  processed: {_data_path(p.data.processed)}")
     return 0
+
+
+def _data_path(path: str | None) -> str:
+    """A proposal's data folder as ``daas-hub proposals`` prints it, flagged when missing here."""
+    if not path:
+        return "-"
+    if not os.path.isdir(path):
+        return f"{path} (MISSING on this machine: sessions show a notice instead of the folder)"
+    return path
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,7 +18,9 @@ DEFAULT_ROOT = "proposals"
 #: the notices plan_mounts writes; the session manages these names and no others
 ARCHIVED_NOTICE = "ARCHIVED-README.txt"
 NO_DATA_NOTICE = "NO-DATA-README.txt"
-NOTICE_NAMES = (ARCHIVED_NOTICE, NO_DATA_NOTICE)
+#: written by the session in place of a raw or processed folder that is not there
+MISSING_NOTICES = {"raw": "RAW-DATA-MISSING-README.txt", "processed": "PROCESSED-DATA-MISSING-README.txt"}
+NOTICE_NAMES = (ARCHIVED_NOTICE, NO_DATA_NOTICE, *MISSING_NOTICES.values())
 
 
 @dataclass(frozen=True)
@@ -104,3 +106,31 @@ def plan_mounts(
                 )
             )
     return MountPlan(root=root, proposals=tuple(ids), mounts=tuple(mounts), notices=tuple(notices))
+
+
+def missing_text(proposal: str, kind: str, source: str) -> str:
+    """The notice a session shows where a proposal's ``kind`` folder should be."""
+    return (
+        f"The {kind} data of proposal {proposal} should be in {source},\n"
+        f"but that folder does not exist or this session cannot open it, so there is\n"
+        f"no '{kind}' link here. The hub's log names the same path. Tell your local\n"
+        f"contact or the facility's user office; once the folder is there, start a new\n"
+        f"session and the link appears.\n"
+    )
+
+
+def missing_sources(plan: MountPlan, is_dir=None) -> list[MountEntry]:
+    """The plan's mounts whose source folder ``is_dir`` (default: the local file
+    system, as the caller sees it) does not find."""
+    import os
+
+    is_dir = is_dir or os.path.isdir
+    return [m for m in plan.mounts if not is_dir(m.source)]
+
+
+def describe_missing(entry: MountEntry) -> str:
+    """One log line for a missing data folder: what, where, and what to fix."""
+    kind = "raw" if entry.read_only else "processed"
+    return (f"proposal {entry.proposal}: the {kind} data folder {entry.source} does not exist; "
+            f"sessions show a notice instead of the link. Fix the proposal's data location in the "
+            f"proposal source, or create the folder")

@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-from .mounts import NOTICE_NAMES, MountPlan
+from .mounts import MISSING_NOTICES, NOTICE_NAMES, MountPlan, missing_text
 
 PLAN_ENV = "DAAS_HUB_MOUNT_PLAN"
 #: set by the Slurm job script: the node address the single-user server must listen on
@@ -54,9 +54,13 @@ def materialize(plan: MountPlan, home: Path) -> None:
         root.rename(aside)
     root.mkdir(mode=0o755, parents=True, exist_ok=True)
 
+    missing = {m.path for m in plan.mounts if not os.path.isdir(m.source)}  # as this user sees it
     wanted: dict[str, set[str]] = {pid: set() for pid in plan.proposals}
     for entry in (*plan.mounts, *plan.notices):
-        wanted.setdefault(entry.proposal, set()).add(Path(entry.path).name)
+        name = Path(entry.path).name
+        if entry.path in missing:
+            name = MISSING_NOTICES[name] if name in MISSING_NOTICES else name
+        wanted.setdefault(entry.proposal, set()).add(name)
 
     for child in root.iterdir():
         if child.is_dir() and not child.is_symlink() and child.name not in wanted:
@@ -73,6 +77,16 @@ def materialize(plan: MountPlan, home: Path) -> None:
 
     for m in plan.mounts:
         link = home / m.path
+        if m.path in missing:
+            if link.is_symlink():
+                link.unlink()
+            kind = link.name if link.name in MISSING_NOTICES else "raw" if m.read_only else "processed"
+            notice = link.with_name(MISSING_NOTICES[kind])
+            if notice.is_symlink():
+                notice.unlink()
+            notice.write_text(missing_text(m.proposal, kind, m.source), encoding="utf-8")
+            _say(f"proposal {m.proposal}: {m.source} is not a folder this session can open; wrote {notice.name}")
+            continue
         if link.is_symlink():
             if os.readlink(link) == m.source:
                 continue

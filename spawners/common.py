@@ -19,7 +19,7 @@ from traitlets import HasTraits, Unicode, default
 
 from daas_hub.access import LoginPolicy, read_auth_state
 from daas_hub.model import Account, Proposal
-from daas_hub.mounts import DEFAULT_ROOT, MountPlan, plan_mounts
+from daas_hub.mounts import DEFAULT_ROOT, MountPlan, describe_missing, missing_sources, plan_mounts
 from daas_hub.options import SessionRequest
 from daas_hub.profiles import Profile
 
@@ -196,6 +196,8 @@ class SessionSetup(HasTraits):
             account.username, list(proposals), root=self.proposals_root,
             data_portal_url=self.data_portal_url or None,
         )
+        for entry in missing_sources(self._plan):  # as the hub sees the file system
+            self.log.warning("Starting %s: %s", self._log_name, describe_missing(entry))
 
     def _prepare_home(self, entry) -> str:
         if not self.home_root:

@@ -31,7 +31,15 @@ from daas_hub.model import (
     Proposal,
     ProposalState,
 )
-from daas_hub.mounts import MountEntry, MountPlan, Notice, plan_mounts
+from daas_hub.mounts import (
+    MountEntry,
+    MountPlan,
+    Notice,
+    describe_missing,
+    missing_sources,
+    missing_text,
+    plan_mounts,
+)
 
 BIN = Path(sys.executable).parent
 FACILITY = "DEMO Light Source"
@@ -436,3 +444,36 @@ def test_materialize_never_overwrites_what_it_moved_aside_before(storage):
     moved = sorted(p.name for p in home.iterdir() if p.name.startswith("proposals.moved-by-daas-hub"))
     assert [(home / name).read_text() for name in moved] == ["first", "second"]
     assert (home / "proposals/MX-1/raw").is_symlink()
+
+
+def test_a_missing_data_folder_is_a_notice_not_a_broken_link(storage, capfd):
+    """A wrong data path in the catalogue: the session says so where the link would be, and
+    the link comes back once the folder exists."""
+    data, home = storage
+    plan = make_plan(data, ("MX-1", "active", "MX-1/raw", "MX-1/nothing-here"))
+    assert [m.source for m in missing_sources(plan)] == [str(data / "MX-1/nothing-here")]
+    assert "processed data folder" in describe_missing(missing_sources(plan)[0])
+    session.materialize(plan, home)
+    notice = "PROCESSED-DATA-MISSING-README.txt"
+    assert tree(home / "proposals") == {
+        "MX-1": ("dir",),
+        "MX-1/raw": ("link", str(data / "MX-1/raw")),
+        f"MX-1/{notice}": ("file", missing_text("MX-1", "processed", str(data / "MX-1/nothing-here"))),
+    }
+    assert "nothing-here is not a folder this session can open" in capfd.readouterr().err
+    (data / "MX-1/nothing-here").mkdir()
+    session.materialize(plan, home)
+    assert tree(home / "proposals") == {
+        "MX-1": ("dir",),
+        "MX-1/raw": ("link", str(data / "MX-1/raw")),
+        "MX-1/processed": ("link", str(data / "MX-1/nothing-here")),
+    }
+
+
+def test_daas_hub_proposals_flags_a_missing_data_folder(tmp_path):
+    from daas_hub.cli import _data_path
+
+    assert _data_path(None) == "-"
+    assert _data_path(str(tmp_path)) == str(tmp_path)
+    assert _data_path(str(tmp_path / "gone")).endswith("(MISSING on this machine: sessions show a notice "
+                                                        "instead of the folder)")
