@@ -82,7 +82,7 @@ class ConditionsOfUse(LoggingConfigurable):
     def refusal(self, hub_base_url: str) -> web.HTTPError:
         """The spawn guard's error: what happened and the link to accept."""
         url = self.page_url(hub_base_url)
-        err = web.HTTPError(403, "conditions of use (version %s) not accepted", self.version)
+        err = web.HTTPError(403, "conditions of use (version %s) not accepted", self.version, reason="Forbidden")
         err.jupyterhub_message = (
             f"Before your first session, please read and accept the conditions of use "
             f"(version {self.version}) at {url}"

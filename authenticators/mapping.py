@@ -84,7 +84,7 @@ class ProposalMapping(LoggingConfigurable):
         self.source.check()
 
     def _refuse(self, message: str, reason: str) -> web.HTTPError:
-        err = web.HTTPError(403, "login refused (%s)", reason)
+        err = web.HTTPError(403, "login refused (%s)", reason, reason="Forbidden")
         err.jupyterhub_message = message
         return err
 
@@ -109,7 +109,7 @@ class ProposalMapping(LoggingConfigurable):
             proposals = await self.source.proposals_for(account) if account else []
         except SourceUnavailable as e:
             self.log.error("Proposal source unavailable during login of %s: %s", name or who, e)
-            err = web.HTTPError(503)
+            err = web.HTTPError(503, "proposal source unavailable", reason="Service Unavailable")
             err.jupyterhub_message = (
                 f"The proposal catalogue of {self.facility_name} did not answer, so we cannot "
                 f"tell which proposals you are on. Please try again in a few minutes; if it "

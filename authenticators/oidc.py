@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import secrets
 import time
+from http import HTTPStatus
 from urllib.parse import urlencode
 
 import jwt
@@ -52,7 +53,9 @@ class ProviderUnavailable(Exception):
 
 
 def _error(status: int, message: str, log: str = "") -> web.HTTPError:
-    err = web.HTTPError(status, "%s", log or message)
+    """A refusal people read: ``message`` on the page under the status' plain title
+    ("503 : Service Unavailable"); ``log`` (internals) only in the hub's log."""
+    err = web.HTTPError(status, "%s", log or message, reason=HTTPStatus(status).phrase)
     err.jupyterhub_message = message
     return err
 

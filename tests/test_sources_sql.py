@@ -198,6 +198,9 @@ async def test_database_down_or_wrong_password_is_unavailable_and_says_why(postg
     with pytest.raises(SourceUnavailable, match="password authentication failed") as e:
         await s.resolve_account(ident("alice"))
     assert "not-the-password" not in str(e.value)
+    # the admin corrects the password file: the running source picks it up, no restart
+    wrong.write_text("reader-secret\n")
+    assert (await s.resolve_account(ident("alice"))).username == "alice"
     await s.close()
     from postgres_server import _free_port
 

@@ -200,13 +200,21 @@ class SqlProposalSource(ProposalSource):
                                     "filter the proposals on :username or :uid")
         read_secret(self.password, self.password_file, setting="proposal_source > password_file")
 
+    _engine_secret = None
+
     def _engine_or_create(self):
+        """The connection pool, rebuilt when the password (file) changed: an admin who
+        corrects the password needs no hub restart."""
+        secret = read_secret(self.password, self.password_file, setting="proposal_source > password_file")
+        if self._engine is not None and secret != self._engine_secret:
+            self.log.info("The user office database password changed; reconnecting with the new one")
+            self._engine.dispose()
+            self._engine = None
         if self._engine is None:
             from sqlalchemy import create_engine
             from sqlalchemy.engine import make_url
 
             url = make_url(self.url)
-            secret = read_secret(self.password, self.password_file, setting="proposal_source > password_file")
             if secret:
                 url = url.set(password=secret)
             connect_args = dict(self.connect_args)
@@ -218,14 +226,16 @@ class SqlProposalSource(ProposalSource):
                 url, pool_size=self.pool_size, max_overflow=0, pool_pre_ping=True,
                 pool_timeout=self.timeout, connect_args=connect_args,
             )
+            self._engine_secret = secret
+        if self._executor is None:
             self._executor = ThreadPoolExecutor(self.pool_size, thread_name_prefix="daas-sql")
         return self._engine
 
-    def _rows(self, sql: str, params: dict) -> list[dict]:
+    @staticmethod
+    def _rows(engine, sql: str, params: dict) -> list[dict]:
         from sqlalchemy import text
         from sqlalchemy.exc import SQLAlchemyError
 
-        engine = self._engine_or_create()
         used = query_params(sql)
         try:
             with engine.connect() as conn:
@@ -236,8 +246,8 @@ class SqlProposalSource(ProposalSource):
             raise SourceUnavailable(f"user office database: {str(e.orig or e).splitlines()[0]}") from None
 
     async def _query(self, sql: str, params: dict, what: str) -> list[dict]:
-        self._engine_or_create()
-        return await in_thread(self._executor, lambda: self._rows(sql, params), self.timeout + 1,
+        engine = self._engine_or_create()
+        return await in_thread(self._executor, lambda: self._rows(engine, sql, params), self.timeout + 1,
                                f"the user office database ({what})")
 
     async def resolve_account(self, identity: Identity) -> Account | None:
@@ -261,5 +271,6 @@ class SqlProposalSource(ProposalSource):
     async def close(self) -> None:
         if self._engine is not None:
             self._engine.dispose()
+        if self._executor is not None:
             self._executor.shutdown(wait=False)
-            self._engine = self._executor = None
+        self._engine = self._executor = None
