@@ -23,6 +23,10 @@ from .mounts import MISSING_NOTICES, NOTICE_NAMES, MountPlan, missing_text
 PLAN_ENV = "DAAS_HUB_MOUNT_PLAN"
 #: set by the Slurm job script: the node address the single-user server must listen on
 BIND_ENV = "DAAS_HUB_BIND_ADDRESS"
+#: the file-creation mask of the session (octal), set by the hub (``SessionSetup.umask``)
+UMASK_ENV = "DAAS_HUB_UMASK"
+#: group-writable, nothing for others: what a team's shared ``processed`` folder needs
+DEFAULT_UMASK = 0o007
 _LINK_NAMES = ("raw", "processed")
 
 
@@ -102,6 +106,19 @@ def materialize(plan: MountPlan, home: Path) -> None:
         path.write_text(n.text, encoding="utf-8")
 
 
+def parse_umask(text: str) -> int:
+    """The session's umask from ``$DAAS_HUB_UMASK`` (octal, e.g. ``0007``); the default
+    when unset or unreadable (never a mask that lets others write)."""
+    try:
+        value = int(text.strip(), 8) if text.strip() else DEFAULT_UMASK
+    except ValueError:
+        _say(f"ignored {UMASK_ENV}={text!r} (not an octal mask); using {DEFAULT_UMASK:04o}")
+        return DEFAULT_UMASK
+    if not 0 <= value <= 0o777:
+        return DEFAULT_UMASK
+    return value | 0o002  # others never get write access
+
+
 def bind_service_url(url: str, address: str) -> str:
     """``url`` with its host replaced by ``address`` (the port is kept)."""
     parts = urlsplit(url)
@@ -117,6 +134,7 @@ def main(argv: list[str] | None = None) -> None:
     if not argv:
         _say("usage: daas-hub-session COMMAND [ARGS...]")
         raise SystemExit(2)
+    os.umask(parse_umask(os.environ.pop(UMASK_ENV, "")))
     text = os.environ.pop(PLAN_ENV, "")
     if text:
         try:

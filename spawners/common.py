@@ -15,13 +15,14 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from traitlets import HasTraits, Unicode, default
+from traitlets import HasTraits, Unicode, default, validate
 
 from daas_hub.access import LoginPolicy, read_auth_state
 from daas_hub.model import Account, Proposal
 from daas_hub.mounts import DEFAULT_ROOT, MountPlan, describe_missing, missing_sources, plan_mounts
 from daas_hub.options import SessionRequest
 from daas_hub.profiles import Profile
+from daas_hub.session import UMASK_ENV
 
 try:  # JupyterHub >= 5.4
     from jupyterhub.spawner import SpawnException
@@ -129,6 +130,30 @@ class SessionSetup(HasTraits):
         help="""Name of the folder in the session's home that shows the user's proposals.""",
     )
 
+    umask = Unicode(
+        "0007",
+        config=True,
+        help="""The session's file-creation mask (octal). The default ``0007`` makes what
+        a person writes in a proposal's ``processed`` folder (a setgid folder of the
+        proposal's group) readable and writable by the team, and nothing for others;
+        files in the home stay private because the home is ``0700``. Others never get
+        write access, whatever is set here. See docs/local-backend.md ("Team folders").
+
+        Example: ``"0027"`` (the team may read but not change each other's files)
+        """,
+    )
+
+    @validate("umask")
+    def _check_umask(self, proposal):
+        try:
+            value = int(proposal["value"], 8)
+        except ValueError:
+            raise ValueError(f"{type(self).__name__}.umask must be an octal mask such as \"0007\", "
+                             f"not {proposal['value']!r}") from None
+        if not 0 <= value <= 0o777:
+            raise ValueError(f"{type(self).__name__}.umask {proposal['value']!r} is not a file mode mask")
+        return proposal["value"]
+
     data_portal_url = Unicode(
         "",
         config=True,
@@ -227,7 +252,7 @@ class SessionSetup(HasTraits):
 
     def session_env(self) -> dict:
         """Variables every backend sets for the session (no secrets)."""
-        env = {"USER": self._account.pw_name, "HOME": self._home}
+        env = {"USER": self._account.pw_name, "HOME": self._home, UMASK_ENV: self.umask}
         shell = self._account.pw_shell or ""
         usable = os.path.exists(shell) and not shell.endswith(("nologin", "false"))
         env["SHELL"] = shell if usable else "/bin/bash"
