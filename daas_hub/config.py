@@ -127,6 +127,9 @@ def apply_settings(c, settings: Settings) -> None:
     c.DaasSpawner.backends = list(settings.backends or (settings.backend,))
     if settings.backend in c.DaasSpawner.backends:  # the default backend first
         c.DaasSpawner.backends = [settings.backend, *[b for b in c.DaasSpawner.backends if b != settings.backend]]
+    # sessions on batch and cluster backends outlive a hub restart or upgrade: the restarted
+    # hub finds them again (docs/backend-slurm.md). Local sessions are the hub's children.
+    c.JupyterHub.cleanup_servers = set(c.DaasSpawner.backends) <= {"local"}
     if settings.profile_catalogue:
         c.DaasSpawner.profile_catalogue = settings.profile_catalogue
     if settings.profiles_enabled is not None:

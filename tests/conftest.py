@@ -172,7 +172,6 @@ c.JupyterHub.load_roles = [{{
     "scopes": ["admin:users", "admin:servers", "access:servers", "admin:groups", "read:users"],
     "services": ["daas-tests"],
 }}]
-c.JupyterHub.cleanup_servers = True
 """
 
 

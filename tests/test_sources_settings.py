@@ -115,6 +115,19 @@ def test_apply_settings_wires_the_mapping_to_the_configured_source(tmp_path):
     assert isinstance(mapping.source, CachedProposalSource)
     assert mapping.source.source.account_query == SQL["account_query"]
     assert c.JupyterHub.template_vars["daas_demo_users"] == []
+    assert c.JupyterHub.cleanup_servers is True  # local sessions are the hub's own children
+
+
+@pytest.mark.parametrize("spawner, keep", [
+    pytest.param({"backend": "local"}, False, id="local only: stopped with the hub"),
+    pytest.param({"backend": "slurm", "backends": ["slurm", "local"]}, True, id="slurm: kept across restarts"),
+])
+def test_shipped_settings_keep_batch_sessions_across_a_hub_restart(tmp_path, demo_site, spawner, keep):
+    doc = site({"kind": "yaml", "path": str(demo_site / "proposals.yaml")})
+    doc.update(login={"kind": "demo"}, hub={"data_dir": "hub"}, spawner=spawner)
+    c = Config()
+    apply_settings(c, parse_settings(doc, tmp_path / "site.yaml"))
+    assert c.JupyterHub.cleanup_servers is (not keep)
 
 
 class Flaky(ProposalSource):
