@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 
 import pytest
 
@@ -11,7 +12,8 @@ from daas_hub.profiles import load_catalogue
 
 slurm = pytest.importorskip("daas_hub.spawners.slurm")
 
-PROFILE = load_catalogue().get("diffraction")
+# a site's profile with an environment module (the shipped one has none: docs/profiles.md)
+PROFILE = replace(load_catalogue().get("diffraction"), slurm_environment="module load pyfai/2026.9")
 
 
 def spec(**changes):
