@@ -34,7 +34,17 @@ from urllib.parse import urlencode
 from traitlets import Dict, Enum, Float, Int, Unicode
 
 from ..errors import SettingsError, SourceUnavailable
-from ..model import Account, Beamtime, DataLocations, Identity, Member, MemberRole, Proposal, ProposalState
+from ..model import (
+    Account,
+    Beamtime,
+    DataLocations,
+    Identity,
+    Member,
+    MemberRole,
+    Proposal,
+    ProposalState,
+    UnsafeValue,
+)
 from .base import ProposalList, ProposalSource, bounded, read_secret
 
 #: per API version: login path, token field, identity path, proposals path and filter parameter
@@ -258,7 +268,7 @@ class ScicatProposalSource(ProposalSource):
         if not rule:
             return None
         value = rule["value"].format(subject=identity.subject, username=identity.username or "",
-                                     email=identity.email or "")
+                                     email=identity.email or "", issuer=identity.issuer)
         if not value:
             return None
         profile = await self._identity(rule["field"], value)
@@ -289,4 +299,6 @@ class ScicatProposalSource(ProposalSource):
                     processed_template=self.processed_template))
             except ShapeError as e:
                 self.log.error("Skipping a SciCat proposal that does not have the documented shape: %s", e)
+            except UnsafeValue as e:
+                self.log.error("Skipping a SciCat proposal: its %s", e)
         return ProposalList(proposals)

@@ -24,7 +24,10 @@ from ..model import (
     MemberRole,
     Proposal,
     ProposalState,
+    UnsafeValue,
     _as_datetime,
+    check_proposal_id,
+    check_username,
 )
 from ..schema import read_yaml, validate
 from .base import ProposalSource
@@ -63,6 +66,7 @@ def parse_catalogue(document: dict, file: str | Path) -> Catalogue:
     emails: dict[str, str] = {}
     for i, a in enumerate(document["accounts"]):
         entry = f'accounts[{i}] "{a["username"]}"'
+        _check(file, entry, check_username, a["username"])
         if a["username"] in accounts:
             raise SettingsError(file, entry, "this username is listed twice", "keep one entry per account")
         sub = a.get("umbrella_id")
@@ -87,6 +91,7 @@ def parse_catalogue(document: dict, file: str | Path) -> Catalogue:
     seen: set[str] = set()
     for i, p in enumerate(document["proposals"]):
         entry = f'proposals[{i}] "{p["id"]}"'
+        _check(file, entry, check_proposal_id, p["id"])
         if p["id"] in seen:
             raise SettingsError(file, entry, "this proposal id is listed twice", "keep one entry per proposal")
         seen.add(p["id"])
@@ -137,6 +142,15 @@ def parse_catalogue(document: dict, file: str | Path) -> Catalogue:
             )
         )
     return Catalogue(facility, accounts, umbrella, emails, tuple(proposals))
+
+
+def _check(file, entry: str, check, value) -> None:
+    """A catalogue id or username that is unsafe to use is a settings error naming the entry."""
+    try:
+        check(value)
+    except UnsafeValue as e:
+        raise SettingsError(file, entry, str(e), "rename it in the catalogue (the hub uses it in "
+                            "folder, group and account names)") from None
 
 
 def _resolve(base: Path, path: str | None) -> str | None:
