@@ -76,7 +76,7 @@ class ProposalMapping(LoggingConfigurable):
         self.source.check()
 
     def _refuse(self, message: str, reason: str) -> web.HTTPError:
-        err = web.HTTPError(403, "login refused (%s)", reason)
+        err = web.HTTPError(403, "login refused (%s)", reason, reason="Forbidden")  # reason: the page title
         err.jupyterhub_message = message
         return err
 

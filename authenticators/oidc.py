@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import secrets
 import time
+from http.client import responses
 from urllib.parse import urlencode
 
 import jwt
@@ -52,7 +53,9 @@ class ProviderUnavailable(Exception):
 
 
 def _error(status: int, message: str, log: str = "") -> web.HTTPError:
-    err = web.HTTPError(status, "%s", log or message)
+    """``message`` for the person; ``log`` for the hub's log only (``reason`` keeps it out of
+    the error page's title, which JupyterHub otherwise fills with the log message)."""
+    err = web.HTTPError(status, "%s", log or message, reason=responses.get(status, "Error"))
     err.jupyterhub_message = message
     return err
 

@@ -397,3 +397,95 @@ def test_home_root_and_homes_must_belong_to_the_right_account(tmp_path):
     assert home_problem(str(home), uid=21001) is None
     (root / "bob").symlink_to("/etc")
     assert "symbolic link" in home_problem(str(root / "bob"), uid=21002)
+
+
+# -- OpenID Connect: forged and replayed answers, another client's code, what auth_state keeps -----------
+@pytest.fixture(scope="module")
+def oidc(demo_site, output_dir):
+    """A production-like hub (not demo, crypt key set) with two real npm oidc-provider instances."""
+    from test_login_oidc import oidc_hub_running
+
+    with oidc_hub_running(demo_site, output_dir, tag="hostile") as hub:
+        start = len(hub.log_text())
+        yield hub
+        log = hub.log_text()[start:]
+        assert not re.search(r"\b500 (GET|POST|PUT|PATCH|DELETE|HEAD) ", log), log[-3000:]
+
+
+def _callback_of(hub, provider: str, login: str, session: requests.Session | None = None):
+    """Sign in at the provider and stop where it sends the browser back: (session, callback URL)."""
+    from urllib.parse import urljoin
+
+    s = session or requests.Session()
+    r = s.get(f"{hub.url}/hub/{provider}/oauth_login", timeout=30)
+    action = re.search(r'<form autocomplete="off" action="([^"]+)"', r.text).group(1)
+    r = s.post(urljoin(r.url, action), timeout=60, allow_redirects=False, data={
+        "prompt": "login", "login": hub.providers[provider].subjects[login], "password": "any password"})
+    for _ in range(10):
+        location = urljoin(r.url, r.headers["Location"])
+        if location.startswith(hub.url):
+            return s, location
+        r = s.get(location, timeout=60, allow_redirects=False)
+    raise AssertionError("the provider never sent the browser back")
+
+
+OIDC_CALLBACK_ROWS = [
+    # (id, query, status, words)
+    ("forged-state", "code=abc&state=forged", 400, "does not belong to a sign-in started in this browser"),
+    ("no-state", "code=abc", 400, "does not belong to a sign-in started in this browser"),
+    ("extra-attributes", "code=abc&state=forged&admin=1&username=dave&name=dave", 400, "does not belong"),
+    ("provider-error-text", "error=access_denied&error_description=Call+0800-HELPDESK+and+give+your+password",
+     403, "did not sign you in"),
+]
+
+
+@pytest.mark.browser
+@pytest.mark.parametrize("query,status,words", [r[1:] for r in OIDC_CALLBACK_ROWS], ids=[r[0] for r in OIDC_CALLBACK_ROWS])
+def test_forged_callbacks_are_refused(oidc, query, status, words):
+    s = requests.Session()
+    r = s.get(f"{oidc.url}/hub/umbrella/oauth_callback?{query}", timeout=30, allow_redirects=False)
+    assert r.status_code == status, (r.status_code, r.text[:300])
+    page = re.sub(r"\s+", " ", r.text)
+    assert words in page and "0800-HELPDESK" not in page and "Traceback" not in page
+    assert s.get(f"{oidc.url}/hub/home", timeout=30, allow_redirects=False).status_code == 302  # not signed in
+    assert oidc.api("GET", "/users/dave").status_code == 404
+
+
+@pytest.mark.browser
+def test_a_state_replayed_in_another_browser_is_refused(oidc):
+    _, callback = _callback_of(oidc, "umbrella", "bob")
+    other = requests.Session()  # the state cookie stayed in the first browser
+    r = other.get(callback, timeout=30, allow_redirects=False)
+    assert r.status_code == 400 and "does not belong to a sign-in started in this browser" in r.text
+    assert oidc.api("GET", "/users/bob").status_code == 404
+
+
+@pytest.mark.browser
+def test_a_code_issued_to_another_client_is_refused(oidc):
+    """The facility provider's code (audience daas-hub-facility) posted to the UmbrellaID callback."""
+    s, callback = _callback_of(oidc, "facility", "dave")
+    forged = callback.replace("/hub/facility/oauth_callback", "/hub/umbrella/oauth_callback")
+    r = s.get(forged, timeout=60, allow_redirects=False)
+    assert r.status_code == 403, (r.status_code, r.text[:300])
+    assert "refused to complete this sign-in" in r.text or "could not be verified" in r.text
+    assert oidc.api("GET", "/users/dave").status_code == 404
+
+
+@pytest.mark.browser
+def test_an_email_the_provider_did_not_verify_links_nothing(oidc):
+    s, callback = _callback_of(oidc, "umbrella", "mallory")
+    r = s.get(callback, timeout=60, allow_redirects=False)
+    assert r.status_code == 403 and "not linked to an account" in re.sub(r"\s+", " ", r.text)
+    assert oidc.api("GET", "/users/dave").status_code == 404
+
+
+@pytest.mark.browser
+def test_auth_state_keeps_no_provider_tokens(oidc):
+    s, callback = _callback_of(oidc, "umbrella", "alice")
+    r = s.get(callback, timeout=60, allow_redirects=False)
+    assert r.status_code == 302, r.text[:300]
+    model = oidc.api("GET", "/users/alice").json()
+    state = model["auth_state"]
+    assert set(state) <= {"daas", "daas_login", "daas_conditions"}, sorted(state)
+    assert state["daas"]["account"]["username"] == "alice"
+    assert set(state["daas_login"]) == {"provider", "end_session_endpoint", "id_token"}  # the logout hint
