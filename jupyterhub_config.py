@@ -1,7 +1,8 @@
 """daas-hub: the one file a facility admin edits.
 
 The site's facts live in the settings file named by $DAAS_HUB_SETTINGS
-(docs/settings.md). With none, this runs the embedded demo.
+(docs/settings.md). With none, the hub refuses to start; `daas-hub demo`
+runs the embedded demo (docs/quickstart.md).
 
 Anything below the call overrides what the settings file set: every daas-hub
 setting is an ordinary JupyterHub traitlet, listed in docs/settings.md.

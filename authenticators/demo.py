@@ -41,15 +41,15 @@ class DemoAuthenticator(ProposalLogin, Authenticator):
     def check_allow_config(self):
         super().check_allow_config()
         self.mapping.check()
-        bind_url = getattr(self.parent, "bind_url", "") if self.parent else ""
-        host = urlparse(bind_url).hostname or ""
-        if host and not self.allow_remote and not _is_loopback(host):
+        exposed = [url for url in _listen_urls(self.parent) if not _is_loopback(_host(url))]
+        if exposed and not self.allow_remote:
             # a start-up refusal, not a crash: no traceback (SystemExit passes JupyterHub's handler)
             self.log.critical(
                 "daas-hub cannot start: the demo login lets anyone sign in without a password, and "
-                "the hub would listen on %s. Fix: bind the demo hub to 127.0.0.1 (hub.url in the site "
-                "settings), or set c.DemoAuthenticator.allow_remote = True on a closed network.",
-                bind_url,
+                "the hub would listen on %s (not loopback only). Fix: bind the demo hub to 127.0.0.1 "
+                "(hub.url in the site settings, and c.JupyterHub.hub_bind_url if you set it), or set "
+                "c.DemoAuthenticator.allow_remote = True on a closed network.",
+                " and ".join(exposed),
             )
             raise SystemExit(2)
         self.log.warning("Demo login: sample users sign in without a password. Never use it on a real site.")
@@ -65,7 +65,28 @@ class DemoAuthenticator(ProposalLogin, Authenticator):
         return await self.mapping.refresh(await user.get_auth_state(), name=user.name)
 
 
+def _listen_urls(app) -> list[str]:
+    """Where the hub listens: the public (proxy) URL and the hub's own bind URL."""
+    if app is None:
+        return []
+    urls = [getattr(app, "bind_url", "") or ""]
+    hub_bind = getattr(app, "hub_bind_url", "") or ""
+    if not hub_bind and hasattr(app, "hub_ip"):
+        hub_bind = f"http://{app.hub_ip}:{getattr(app, 'hub_port', 8081)}"
+    urls.append(hub_bind)
+    return [u for u in urls if u]
+
+
+def _host(url: str) -> str:
+    """The URL's host; empty (every interface) when it has none or cannot be read."""
+    try:
+        return urlparse(url).hostname or ""
+    except ValueError:
+        return ""
+
+
 def _is_loopback(host: str) -> bool:
+    """True only for a loopback host; an empty host means every interface."""
     if host == "localhost":
         return True
     try:

@@ -16,7 +16,7 @@ from traitlets.config import LoggingConfigurable
 
 from daas_hub.access import STATE_KEY, LoginPolicy, make_auth_state, proposal_groups, read_auth_state
 from daas_hub.errors import SourceUnavailable
-from daas_hub.model import Identity, Provider
+from daas_hub.model import Identity, Provider, UnsafeValue
 from daas_hub.sources import ProposalSource, YamlProposalSource, is_stale
 
 
@@ -116,6 +116,12 @@ class ProposalMapping(LoggingConfigurable):
                 f"persists, contact {self.contact}."
             )
             raise err from None
+        except UnsafeValue as e:
+            self.log.error("Refusing the login of %s: the catalogue's %s", who, e)
+            raise self._refuse(unsafe_account_message(self.facility_name, self.contact), "unsafe-username") from None
+        if account is not None and account.username != hub_name(account.username):
+            self.log.error("Refusing %s: account %r is not a hub name (hub names are lower case)", who, account.username)
+            raise self._refuse(unsafe_account_message(self.facility_name, self.contact), "username-case")
         decision = self.policy.decide(account, proposals, who=who)
         if not decision.allowed:
             self.log.info("Refusing %s: %s", name or who, decision.reason)
@@ -155,6 +161,9 @@ class ProposalMapping(LoggingConfigurable):
             if fresh is not None and idp_roles:
                 fresh = replace(fresh, roles=fresh.roles | idp_roles)
             proposals = await self.source.proposals_for(fresh) if fresh else []
+        except UnsafeValue as e:
+            self.log.error("Signing %s out: the catalogue's %s", name, e)
+            return False
         except SourceUnavailable as e:
             self.log.warning("Proposal source unavailable; keeping %s's last known proposals: %s", name, e)
             # keep the time the proposals were last read: the hub's home page shows it
@@ -174,6 +183,21 @@ class ProposalMapping(LoggingConfigurable):
         if self._admin(fresh) is not None:
             model["admin"] = self._admin(fresh)
         return model
+
+
+def hub_name(username: str) -> str:
+    """The hub user name for a facility username (JupyterHub lower-cases names)."""
+    return username.lower()
+
+
+def unsafe_account_message(facility: str, contact: str) -> str:
+    """What a person reads when their facility account name cannot be used safely."""
+    return (
+        f"Your account at {facility} has a name this hub cannot use safely (it has capital "
+        f"letters, which the hub cannot tell apart from another account's, or characters a file "
+        f"or account name cannot hold), so you are not signed in and nothing was changed. "
+        f"Please ask {contact} to check your account name."
+    )
 
 
 def _with_idp_roles(auth_state: dict, idp_roles: frozenset[str]) -> dict:

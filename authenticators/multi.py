@@ -58,6 +58,21 @@ class MultiLogoutHandler(LogoutHandler):
         return await super().render_logout_page()
 
 
+def umbrella_issuer_clash(entries: list[dict], i: int) -> None:
+    """Refuse a second ``link_by: umbrella_id`` provider with another issuer.
+
+    A subject is only unique within its issuer, and the catalogue links one
+    ``umbrella_id`` per account: two such issuers would share one namespace.
+    """
+    issuers = {str(e.get("issuer", "")).rstrip("/") for e in entries if e.get("link_by") == "umbrella_id"}
+    if len(issuers) > 1:
+        raise ValueError(
+            f"MultiAuthenticator.providers[{i}] ({entries[i].get('name')}): only one issuer may link by "
+            f"umbrella_id, and {' and '.join(sorted(issuers))} both do; a subject is only unique within "
+            f"its issuer. Link the other provider by username, or list it on another hub"
+        )
+
+
 class MultiAuthenticator(ConditionsGuard, ProposalLogin, Authenticator):
     """One login page, several OpenID Connect providers, one proposal mapping."""
 
@@ -106,6 +121,7 @@ class MultiAuthenticator(ConditionsGuard, ProposalLogin, Authenticator):
             if name in names or name in ("conditions", "logout", "login", "api"):
                 raise ValueError(f"MultiAuthenticator.providers[{i}]: the name {name!r} is already taken")
             names.add(name)
+            umbrella_issuer_clash(proposal["value"][: i + 1], i)
             unknown = set(entry) - {"name", "label"} - allowed
             if unknown:
                 raise ValueError(

@@ -40,7 +40,7 @@ from traitlets import Bool, Dict, Enum, Float, Unicode, default, validate
 from daas_hub.access import STATE_KEY, proposal_groups, read_auth_state
 from daas_hub.model import Identity, Provider
 
-from .conditions import ConditionsGuard, carry_forward
+from .conditions import CONDITIONS_KEY, ConditionsGuard, carry_forward
 from .mapping import ProposalLogin
 
 #: asymmetric algorithms accepted for ID tokens (never "none", never HMAC)
@@ -90,12 +90,13 @@ class OIDCCallbackHandler(OAuthCallbackHandler):
         provider = self.authenticator.login_service
         error = self.get_argument("error", "")
         if error:
-            description = self.get_argument("error_description", error)
+            description = self.get_argument("error_description", "")
+            # the provider's words stay in the log: anyone can put any text in this URL
             raise _error(
                 403,
-                f"{provider} did not sign you in ({description}). Nothing was changed here. "
+                f"{provider} did not sign you in. Nothing was changed here. "
                 f"Go back to the login page to try again.",
-                f"provider returned error {error!r}",
+                f"provider returned error {error[:100]!r}: {description[:300]!r}",
             )
         try:
             super().check_arguments()
@@ -232,7 +233,8 @@ class OIDCAuthenticator(ConditionsGuard, ProposalLogin, GenericOAuthenticator):
 
     @validate("issuer")
     def _check_issuer(self, proposal):
-        value = proposal["value"].rstrip("/")
+        # kept as written: an issuer may end in "/" (the ID token's iss must match it exactly)
+        value = proposal["value"].strip()
         if value and not value.startswith(("https://", "http://")):
             raise ValueError(f"OIDCAuthenticator.issuer must be an http(s) URL, not {value!r}")
         return value
@@ -283,8 +285,8 @@ class OIDCAuthenticator(ConditionsGuard, ProposalLogin, GenericOAuthenticator):
             return self._discovery
         if not self.issuer:
             raise ProviderUnavailable("no issuer is configured")
-        doc = await self._get_json(f"{self.issuer}/.well-known/openid-configuration", "discovery document")
-        if doc.get("issuer", "").rstrip("/") != self.issuer:
+        doc = await self._get_json(discovery_url(self.issuer), "discovery document")
+        if not same_issuer(doc.get("issuer"), self.issuer):
             raise ProviderUnavailable(
                 f"the discovery document names issuer {doc.get('issuer')!r}, not {self.issuer!r}"
             )
@@ -358,7 +360,7 @@ class OIDCAuthenticator(ConditionsGuard, ProposalLogin, GenericOAuthenticator):
             raise refuse(f"no signing key {header.get('kid')!r} at the provider")
         try:
             claims = jwt.decode(
-                id_token, key=key, algorithms=[algorithm], audience=self.client_id, issuer=self.issuer,
+                id_token, key=key, algorithms=[algorithm], audience=self.client_id, issuer=self.token_issuer,
                 options={"require": ["exp", "iat", "iss", "aud", "sub"]}, leeway=60,
             )
         except jwt.PyJWTError as e:
@@ -366,6 +368,34 @@ class OIDCAuthenticator(ConditionsGuard, ProposalLogin, GenericOAuthenticator):
         if not secrets.compare_digest(str(claims.get("nonce", "")), nonce):
             raise refuse("nonce mismatch (a replayed or forged answer)")
         return claims
+
+    @property
+    def token_issuer(self) -> str:
+        """The issuer ID tokens must name: the discovery document's exact string (slash and all)."""
+        return (self._discovery or {}).get("issuer") or self.issuer
+
+    def check_userinfo_subject(self, id_token: str | None, user_info: dict) -> None:
+        """The userinfo answer must be about the ID token's subject (OpenID Connect Core 5.3.2)."""
+        try:
+            # the token was verified in get_token_info; only its subject is read here
+            token_sub = jwt.decode(id_token or "", options={"verify_signature": False}).get("sub")
+        except jwt.PyJWTError:
+            token_sub = None
+        info_sub = (user_info or {}).get("sub")
+        if not token_sub or not isinstance(info_sub, str) or not secrets.compare_digest(info_sub, str(token_sub)):
+            raise _error(
+                403,
+                f"The answer from {self.login_service} could not be verified, so you are not signed "
+                f"in. Go back to the login page and sign in again; if it persists, tell "
+                f"{self.mapping.contact}.",
+                f"userinfo refused: its sub {info_sub!r} is not the ID token's sub {token_sub!r}",
+            )
+
+    def build_auth_state_dict(self, token_info, user_info):
+        """Keep only what daas-hub uses: the claims (read once, at login) and the ID token (the
+        logout hint). Access and refresh tokens are never stored: hub admins can read auth_state."""
+        self.check_userinfo_subject(token_info.get("id_token"), user_info)
+        return {"id_token": token_info.get("id_token"), self.user_auth_state_key: user_info}
 
     def _signing_key(self, kid: str | None, algorithm: str):
         for jwk in (self._jwks or {}).get("keys", []):
@@ -400,11 +430,12 @@ class OIDCAuthenticator(ConditionsGuard, ProposalLogin, GenericOAuthenticator):
 
     def identity(self, user_info: dict) -> Identity:
         sub = str(user_info.get("sub") or "")
-        email = user_info.get("email") if user_info.get("email_verified", True) else None
+        email = user_info.get("email") if email_verified(user_info) else None
         if self.link_by == "umbrella_id":
-            return Identity(provider=Provider.UMBRELLA, subject=sub, email=email)
+            return Identity(provider=Provider.UMBRELLA, subject=sub, email=email, issuer=self.token_issuer)
         claimed = user_info.get(self.username_claim) if isinstance(self.username_claim, str) else None
-        return Identity(provider=Provider.FACILITY, subject=sub, username=claimed and str(claimed), email=email)
+        return Identity(provider=Provider.FACILITY, subject=sub, username=claimed and str(claimed), email=email,
+                        issuer=self.token_issuer)
 
     def idp_roles(self, user_info: dict) -> frozenset[str]:
         roles = {role for role, claim in self.role_claims.items() if user_info.get(claim)}
@@ -425,7 +456,7 @@ class OIDCAuthenticator(ConditionsGuard, ProposalLogin, GenericOAuthenticator):
         who = identity.email or (f"{identity.username}" if identity.username else f"subject {identity.subject}")
         who = f"{who} ({self.login_service})"
         model = await self.mapping.auth_model(identity, who=who, idp_roles=self.idp_roles(user_info))
-        model["auth_state"] = {**state, **model["auth_state"], LOGIN_KEY: self._login_record(state)}
+        model["auth_state"] = {**model["auth_state"], LOGIN_KEY: self._login_record(state)}
         # admin follows the account's roles at every login (None would keep a revoked admin)
         model["admin"] = bool(model["admin"]) or model["name"] in self.admin_users
         return model
@@ -470,7 +501,7 @@ class OIDCAuthenticator(ConditionsGuard, ProposalLogin, GenericOAuthenticator):
         fresh = await self.mapping.refresh(state, name=user.name)
         if fresh is False:
             return False
-        fresh["auth_state"] = {**state, **fresh["auth_state"]}
+        fresh["auth_state"] = kept_auth_state({**state, **fresh["auth_state"]})
         return fresh
 
     def check_allow_config(self):
@@ -479,6 +510,31 @@ class OIDCAuthenticator(ConditionsGuard, ProposalLogin, GenericOAuthenticator):
             raise ValueError(f"{type(self).__name__}.issuer is not set: give the provider's issuer URL")
         if not self.client_id:
             raise ValueError(f"{type(self).__name__}.client_id is not set for {self.issuer}")
+
+
+def discovery_url(issuer: str) -> str:
+    """``<issuer>/.well-known/openid-configuration`` (OpenID Connect Discovery 4), one slash."""
+    return f"{issuer.rstrip('/')}/.well-known/openid-configuration"
+
+
+def same_issuer(announced, configured: str) -> bool:
+    """The discovery document's issuer is the configured one (a trailing slash aside)."""
+    return isinstance(announced, str) and bool(announced) and announced.rstrip("/") == configured.rstrip("/")
+
+
+def email_verified(user_info: dict) -> bool:
+    """Only an explicit ``email_verified: true`` counts; a missing claim is not verified."""
+    value = user_info.get("email_verified")
+    return value is True or (isinstance(value, str) and value.lower() == "true")
+
+
+#: the auth_state keys daas-hub writes and reads; anything else (old provider tokens) is dropped
+KEPT_STATE_KEYS = frozenset({STATE_KEY, LOGIN_KEY, CONDITIONS_KEY})
+
+
+def kept_auth_state(state: dict) -> dict:
+    """``state`` without what daas-hub does not use (e.g. tokens stored by daas-hub 0.1.0)."""
+    return {k: v for k, v in state.items() if k in KEPT_STATE_KEYS}
 
 
 def provider_logout_url(login_record: dict | None, post_logout_redirect_uri: str, client_id: str) -> str | None:

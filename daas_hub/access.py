@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from .model import Account, Proposal
+from .model import Account, Proposal, UnsafeValue
 
 STATE_KEY = "daas"
 
@@ -98,7 +98,10 @@ def read_auth_state(auth_state: dict | None) -> tuple[Account, list[Proposal]] |
     entry = (auth_state or {}).get(STATE_KEY)
     if not entry:
         return None
-    return Account.from_dict(entry["account"]), [Proposal.from_dict(p) for p in entry["proposals"]]
+    try:
+        return Account.from_dict(entry["account"]), [Proposal.from_dict(p) for p in entry["proposals"]]
+    except UnsafeValue:  # written before ids and names were checked: the next login rewrites it
+        return None
 
 
 def proposal_groups(proposals: list[Proposal], username: str) -> list[str]:

@@ -72,7 +72,7 @@ def cmd_proposals(args) -> int:
     import time
 
     from .errors import SourceUnavailable
-    from .model import Identity
+    from .model import Identity, UnsafeValue
     from .sources import is_stale
     from .sources.factory import build_source
 
@@ -114,6 +114,9 @@ def cmd_proposals(args) -> int:
     except SourceUnavailable as e:
         print(f"daas-hub proposals: the catalogue did not answer: {e}", file=sys.stderr)
         return 3
+    except UnsafeValue as e:
+        print(f"account:  the catalogue's {e}\n  (the login would be refused)")
+        return 1
     print(f"account:  {t_account:.1f} ms")
     if account is None:
         print("  (no account is linked to this identity: the login would be refused)")

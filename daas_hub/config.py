@@ -18,6 +18,8 @@ from .profiles import load_catalogue
 from .settings import SETTINGS_ENV, Settings, load_settings
 from .sources.factory import source_config
 
+#: hub paths ending in "/" (daas_hub.slash_page.PATTERN; kept here so the core imports no jupyterhub)
+SLASH_PATTERN = r"/((?!api/)[^?]*?[^/?])/+"
 DEMO_DIR_ENV = "DAAS_HUB_DEMO_DIR"
 DEFAULT_DEMO_DIR = "/var/lib/daas-hub/demo"
 
@@ -75,6 +77,33 @@ def _demo_users(source) -> list[dict]:
     return users
 
 
+def no_settings_error() -> SettingsError:
+    """Why a hub without a settings file does not start (it never falls back to the demo)."""
+    return SettingsError(
+        f"${SETTINGS_ENV}", "(environment)", f"{SETTINGS_ENV} is not set, so the hub has no site settings",
+        f"set {SETTINGS_ENV} to your site settings file in the hub's environment (docs/settings.md); "
+        f"to try the demo on this machine, run `daas-hub demo` instead",
+    )
+
+
+def check_hub_account(settings: Settings, euid: int) -> None:
+    """Refuse a hub without root outside the demo: sessions would run as the hub's own account.
+
+    Such sessions could read the hub's cookie secret, its database and the crypt key in
+    ``/proc/<hub>/environ``. The demo accepts it (its sessions share one account anyway).
+    """
+    if euid == 0 or settings.demo:
+        return
+    raise SettingsError(
+        settings.file, "(the hub's account)",
+        f"the hub runs as {getpass.getuser()}, not root, so it cannot start sessions as other "
+        f"accounts: every session would run as the hub's own account and could read the hub's "
+        f"cookie secret, database and encryption key",
+        "run the hub as root (sessions then run as each person's unprivileged account); "
+        "see docs/security.md",
+    )
+
+
 def _session_account(run_as: str | None) -> str | None:
     if run_as and os.geteuid() != 0:
         # without root the hub cannot switch accounts: sessions run as the hub's user
@@ -123,7 +152,9 @@ def apply_settings(c, settings: Settings) -> None:
     c.JupyterHub.spawner_class = "daas"
     c.JupyterHub.allow_named_servers = True  # one session per proposal and profile, within quota
     # the quota page, /hub/quota (JupyterHub 3.1+ logs that extra_handlers is deprecated)
-    c.JupyterHub.extra_handlers = [(r"/quota", "daas_hub.quota_page.QuotaHandler")]
+    # and every hub page with a trailing slash (/hub/login/ -> /hub/login), registered last
+    c.JupyterHub.extra_handlers = [(r"/quota", "daas_hub.quota_page.QuotaHandler"),
+                                   (SLASH_PATTERN, "daas_hub.slash_page.TrailingSlashHandler")]
     c.DaasSpawner.backends = list(settings.backends or (settings.backend,))
     if settings.backend in c.DaasSpawner.backends:  # the default backend first
         c.DaasSpawner.backends = [settings.backend, *[b for b in c.DaasSpawner.backends if b != settings.backend]]
@@ -207,17 +238,17 @@ def configure_oidc(c, settings: Settings) -> None:
 def configure_hub(c, settings_path: str | None = None, *, exit_on_error: bool = True) -> Settings | None:
     """Configure the hub from ``settings_path`` (or ``$DAAS_HUB_SETTINGS``).
 
-    With neither, prepare the demo site (``$DAAS_HUB_DEMO_DIR``, default
-    ``/var/lib/daas-hub/demo``) and run it. A settings problem stops the hub with
-    a message naming the file, the entry and the fix.
+    With neither, the hub refuses to start: the passwordless demo runs only when
+    asked for (``daas-hub demo``, or a settings file with ``demo: true``). A
+    settings problem stops the hub with a message naming the file, the entry and
+    the fix.
     """
     try:
         path = settings_path or os.environ.get(SETTINGS_ENV)
         if not path:
-            from .demo import ensure_demo_site
-
-            path = str(ensure_demo_site(os.environ.get(DEMO_DIR_ENV, DEFAULT_DEMO_DIR)))
+            raise no_settings_error()
         settings = load_settings(path)
+        check_hub_account(settings, os.geteuid())
         apply_settings(c, settings)
         return settings
     except SettingsError as e:

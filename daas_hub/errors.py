@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import secrets
+
 
 class SettingsError(Exception):
     """A site settings, proposals or profiles file that cannot be used.
@@ -24,3 +26,13 @@ class SettingsError(Exception):
 
 class SourceUnavailable(Exception):
     """The proposal catalogue (or the identity store behind it) did not answer."""
+
+
+def reference() -> str:
+    """A short id that ties what a person was told to the detail in the hub's log."""
+    return secrets.token_hex(4)
+
+
+def with_reference(message: str, ref: str) -> str:
+    """``message`` plus the reference to quote when asking for help."""
+    return f"{message} (Reference {ref}: quote it when you ask for help.)"

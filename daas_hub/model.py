@@ -7,8 +7,50 @@ No JupyterHub imports: these values travel from a :class:`ProposalSource` throug
 from __future__ import annotations
 
 import enum
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
+
+#: a proposal id: letters, digits, ".", "_", "-", "+", starting with a letter or digit, at most
+#: 64 characters. It becomes a folder name (~/proposals/<id>), a group name and a Slurm job
+#: comment, so no "/", no "..", no spaces, no newlines, no unicode look-alikes.
+PROPOSAL_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}")
+#: a facility username: a POSIX account name (letters, digits, ".", "_", "-", starting with a
+#: letter, digit or "_"; at most 32 characters). Sessions run as it and homes are named after it.
+USERNAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,31}")
+
+
+class UnsafeValue(ValueError):
+    """A catalogue value (proposal id, username) that cannot be used safely in paths,
+    group names or job scripts. The message names the value's kind; never shown raw."""
+
+    def __init__(self, what: str, value):
+        self.what = what
+        self.value = value
+        shown = repr(value) if len(repr(value)) <= 80 else repr(value)[:77] + "..."
+        super().__init__(f"{what} {shown} is not allowed: {RULES[what]}")
+
+
+RULES = {
+    "proposal id": "letters, digits, '.', '_', '+' and '-' only, starting with a letter or digit, "
+                   "at most 64 characters",
+    "username": "letters, digits, '.', '_' and '-' only, starting with a letter, digit or '_', "
+                "at most 32 characters",
+}
+
+
+def check_proposal_id(value) -> str:
+    """``value`` if it is a safe proposal id, else :class:`UnsafeValue`."""
+    if not isinstance(value, str) or not PROPOSAL_ID_RE.fullmatch(value):
+        raise UnsafeValue("proposal id", value)
+    return value
+
+
+def check_username(value) -> str:
+    """``value`` if it is a safe facility username, else :class:`UnsafeValue`."""
+    if not isinstance(value, str) or not USERNAME_RE.fullmatch(value):
+        raise UnsafeValue("username", value)
+    return value
 
 
 class ProposalState(enum.StrEnum):
@@ -37,6 +79,9 @@ class MemberRole(enum.StrEnum):
 class Member:
     username: str
     role: MemberRole = MemberRole.MEMBER
+
+    def __post_init__(self):
+        check_username(self.username)
 
 
 @dataclass(frozen=True)
@@ -69,6 +114,9 @@ class Proposal:
     members: tuple[Member, ...] = ()
     beamtimes: tuple[Beamtime, ...] = ()
     data: DataLocations = field(default_factory=DataLocations)
+
+    def __post_init__(self):
+        check_proposal_id(self.id)
 
     def role_of(self, username: str) -> MemberRole | None:
         """The role ``username`` holds on this proposal, or None."""
@@ -143,6 +191,8 @@ class Identity:
     subject: str
     username: str | None = None
     email: str | None = None
+    #: the provider's issuer URL: a subject is only unique within its issuer
+    issuer: str = ""
 
 
 @dataclass(frozen=True)
@@ -155,6 +205,9 @@ class Account:
     roles: frozenset[str] = frozenset()
     display_name: str = ""
     email: str | None = None
+
+    def __post_init__(self):
+        check_username(self.username)
 
     def to_dict(self) -> dict:
         return {

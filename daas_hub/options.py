@@ -22,6 +22,8 @@ OPTION_NAMES = ("proposal", "profile", "backend", "cpu", "memory", "gpu", "hours
 #: the form's value for "no proposal" (staff and training only)
 NO_PROPOSAL = "none"
 MAX_TEXT = 64
+#: integers beyond this are refused before any float conversion (2**53: exact in a float)
+MAX_EXACT = 2**53
 
 
 class OptionError(ValueError):
@@ -138,11 +140,19 @@ def _single(name: str, value):
 def _text(name: str, value) -> str:
     value = _single(name, value)
     if not isinstance(value, str):
-        raise OptionError(name, f"expected a name, got {value!r}")
+        raise OptionError(name, f"expected a name, got {_shown(value)}")
     value = value.strip()
     if len(value) > MAX_TEXT:
         raise OptionError(name, f"the value is longer than {MAX_TEXT} characters")
     return value
+
+
+def _shown(value) -> str:
+    """A refused value as quoted in a message: short, one line (never a 5,000-digit repr)."""
+    if isinstance(value, int) and not -MAX_EXACT <= value <= MAX_EXACT:
+        return "a very large number"
+    text = repr(value)
+    return text if len(text) <= 24 else text[:21] + "..."
 
 
 def _number(name: str, value, *, low: float, high: float, integer: bool, unit: str) -> float:
@@ -154,11 +164,14 @@ def _number(name: str, value, *, low: float, high: float, integer: bool, unit: s
         try:
             raw = float(text)
         except ValueError:
-            raise OptionError(name, f"{raw!r} is not a number; allowed: {low:g} to {high:g} {unit}") from None
+            raise OptionError(name, f"{_shown(raw)} is not a number; allowed: {low:g} to {high:g} {unit}") from None
     if not isinstance(raw, int | float) or isinstance(raw, bool):
-        raise OptionError(name, f"{raw!r} is not a number; allowed: {low:g} to {high:g} {unit}")
+        raise OptionError(name, f"{_shown(raw)} is not a number; allowed: {low:g} to {high:g} {unit}")
+    if isinstance(raw, int) and not -MAX_EXACT <= raw <= MAX_EXACT:
+        # a huge integer (JSON allows 400 digits) would overflow float(); it is out of range anyway
+        raise OptionError(name, f"the number is out of range; allowed: {low:g} to {high:g} {unit}")
     if not math.isfinite(raw):
-        raise OptionError(name, f"{raw!r} is not a number; allowed: {low:g} to {high:g} {unit}")
+        raise OptionError(name, f"{_shown(raw)} is not a number; allowed: {low:g} to {high:g} {unit}")
     if integer and raw != int(raw):
         raise OptionError(name, f"{raw:g} is not a whole number; allowed: {low:g} to {high:g} {unit}")
     if not low <= raw <= high:

@@ -18,10 +18,12 @@ from pathlib import Path
 from traitlets import HasTraits, Unicode, default, validate
 
 from daas_hub.access import LoginPolicy, read_auth_state
+from daas_hub.errors import reference, with_reference
 from daas_hub.model import Account, Proposal
 from daas_hub.mounts import DEFAULT_ROOT, MountPlan, describe_missing, missing_sources, plan_mounts
 from daas_hub.options import SessionRequest
 from daas_hub.profiles import Profile
+from daas_hub.safety import home_problem, home_root_problem, session_account_problem
 from daas_hub.session import UMASK_ENV
 
 try:  # JupyterHub >= 5.4
@@ -41,6 +43,14 @@ def refuse(message: str, reason: str, *, status_code: int = 400) -> SpawnExcepti
     err = SpawnException(message, reason=reason, status_code=status_code)
     err.jupyterhub_message = message
     return err
+
+
+def refuse_logged(log, message: str, *, detail: str, reason: str, status_code: int = 500) -> SpawnException:
+    """A refusal whose detail (paths, exception text, a command's stderr) goes to the hub's
+    log only; the person reads ``message`` and a reference that finds the detail in the log."""
+    ref = reference()
+    log.error("[%s] %s: %s", ref, reason, detail)
+    return refuse(with_reference(message, ref), reason=reason, status_code=status_code)
 
 
 _warned_authenticators: set[type] = set()
@@ -83,6 +93,13 @@ async def checked_account(user, policy: LoginPolicy, *, status_code: int = 400) 
     if not decision.allowed:
         raise refuse(decision.message, reason=decision.reason, status_code=status_code)
     return account, proposals
+
+
+def _hub_account() -> str:
+    try:
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        return str(os.geteuid())
 
 
 @dataclass(frozen=True)
@@ -210,11 +227,16 @@ class SessionSetup(HasTraits):
                 reason="no-system-account",
             ) from None
         if entry.pw_uid == 0:
-            raise refuse(
-                f"Sessions never run as root, and {system_name} is root. The admin must set "
-                f"run_as (c.LocalSpawner.run_as / c.SlurmSpawner.run_as) to an unprivileged account.",
-                reason="root",
+            raise refuse_logged(
+                self.log, f"Sessions never run as root, and this hub would run yours as root. Contact {self.contact}.",
+                detail=f"{system_name} is root: set run_as (c.LocalSpawner.run_as / c.SlurmSpawner.run_as) "
+                       f"to an unprivileged account", reason="root", status_code=400,
             )
+        problem = session_account_problem(hub_euid=os.geteuid(), hub_user=_hub_account(),
+                                          session_user=entry.pw_name)
+        if problem:
+            raise refuse_logged(self.log, f"This hub cannot start sessions as your account. Contact {self.contact}.",
+                                detail=problem, reason="hub-not-root", status_code=400)
         self._account = entry
         self._home = self._prepare_home(entry)
         self._plan = plan_mounts(
@@ -225,29 +247,27 @@ class SessionSetup(HasTraits):
             self.log.warning("Starting %s: %s", self._log_name, describe_missing(entry))
 
     def _prepare_home(self, entry) -> str:
+        no_home = (f"Your session has no usable home folder, so it was not started and nothing was "
+                   f"changed. Contact {self.contact}.")
         if not self.home_root:
             if not os.path.isdir(entry.pw_dir):
-                raise refuse(
-                    f"The account {entry.pw_name} has no home directory ({entry.pw_dir}), so the "
-                    f"session has nowhere to keep your files. The admin must create it or set "
-                    f"home_root (c.LocalSpawner.home_root / c.SlurmSpawner.home_root).",
-                    reason="home",
+                raise refuse_logged(
+                    self.log, no_home, reason="home", status_code=400,
+                    detail=f"the account {entry.pw_name} has no home directory ({entry.pw_dir}); create it or "
+                           f"set home_root (c.LocalSpawner.home_root / c.SlurmSpawner.home_root)",
                 )
             return entry.pw_dir
-        if not os.path.isdir(self.home_root):
-            raise refuse(
-                f"The folder for session homes ({self.home_root}) does not exist. The admin must "
-                f"create it (owned by root, mode 0755) or correct home_root "
-                f"(c.LocalSpawner.home_root / c.SlurmSpawner.home_root).",
-                reason="home",
-            )
+        problem = home_root_problem(self.home_root, hub_uid=os.geteuid())
+        if problem:
+            raise refuse_logged(self.log, no_home, detail=problem, reason="home", status_code=400)
         home = Path(self.home_root) / self.user.name
-        if home.is_symlink():
-            raise refuse(f"{home} is a symbolic link; the admin must remove it.", reason="home")
-        if not home.exists():
+        if not os.path.lexists(home):
             home.mkdir(mode=0o700, parents=False)
             if os.geteuid() == 0:
                 os.chown(home, entry.pw_uid, entry.pw_gid)
+        problem = home_problem(str(home), uid=entry.pw_uid)
+        if problem:
+            raise refuse_logged(self.log, no_home, detail=problem, reason="home", status_code=400)
         return str(home)
 
     def session_env(self) -> dict:

@@ -23,7 +23,7 @@ from daas_hub.errors import SettingsError
 from daas_hub.session import PLAN_ENV
 from daas_hub.vmtargets import GUACD_ENV, TARGETS_ENV, load_targets, targets_env, targets_for
 
-from .common import SessionSetup, refuse
+from .common import SessionSetup, refuse, refuse_logged
 
 __all__ = ["LocalSpawner", "refuse"]
 
@@ -81,11 +81,12 @@ class LocalSpawner(SessionSetup, LocalProcessSpawner):
         try:
             return await super().start()
         except PermissionError:
-            raise refuse(
-                f"The session could not start: the account {self._account.pw_name} may not run "
-                f"{self.cmd[0]}. Session programs must be readable and executable by that "
-                f"account (build the session environment with Debian's /usr/bin/python3, "
-                f"not a Python in root's home; see c.LocalSpawner.session_bin).",
+            raise refuse_logged(
+                self.log, f"The session could not start: its programs cannot be run by your session's "
+                f"account. Contact {self.contact}.",
+                detail=f"the account {self._account.pw_name} may not run {self.cmd[0]}. Session programs must "
+                f"be readable and executable by that account (build the session environment with Debian's "
+                f"/usr/bin/python3, not a Python in root's home; see c.LocalSpawner.session_bin)",
                 reason="session-environment",
             ) from None
 

@@ -40,7 +40,7 @@ from daas_hub.options import SessionRequest
 from daas_hub.profiles import Profile
 from daas_hub.session import PLAN_ENV
 
-from .common import SessionSetup, refuse
+from .common import SessionSetup, refuse, refuse_logged
 
 NAME_RE = re.compile(r"^[A-Za-z0-9_.-]*$")
 
@@ -72,9 +72,9 @@ def job_script_vars(spec: JobSpec) -> dict:
             raise ValueError(f"Slurm {what} {value!r} may hold only letters, digits, '_', '.' and '-'")
     return {
         "job_name": spec.job_name,
-        "hub_user": spec.hub_user,
-        "proposal": r.proposal or "none",
-        "profile": r.profile,
+        "hub_user": comment_text(spec.hub_user),
+        "proposal": comment_text(r.proposal or "none"),
+        "profile": comment_text(r.profile),
         "home": shlex.quote(spec.home),
         "output": shlex.quote(spec.output),
         "export": ",".join(spec.export) if spec.export else "NONE",
@@ -91,6 +91,15 @@ def job_script_vars(spec: JobSpec) -> dict:
         "bind_address": spec.bind_address,
         "command": shlex.join(spec.command),
     }
+
+
+def comment_text(value: str) -> str:
+    """``value`` safe on the script's comment line: anything but a name character becomes "?".
+
+    A newline there would end the comment, and everything after it would run (or, before the
+    ``#SBATCH`` lines, end them: sbatch stops reading directives at the first command).
+    """
+    return re.sub(r"[^A-Za-z0-9_.@+-]", "?", str(value))[:80]
 
 
 _TEMPLATE_ENV = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=True)
@@ -410,8 +419,9 @@ class SlurmSpawner(SessionSetup, _BatchSlurmSpawner):
         code, out, err = await run_command(argv, input=script, env=env, timeout=self.command_timeout)
         if code != 0:
             why = err.strip().splitlines()[-1] if err.strip() else f"sbatch exited with {code}"
-            raise refuse(f"The cluster did not accept the session: {why}. Contact {self.contact}.",
-                         reason="sbatch", status_code=503)
+            raise refuse_logged(self.log, f"The cluster did not accept the session. Contact {self.contact}.",
+                                detail=f"sbatch for {self._log_name} exited with {code}: {why}", reason="sbatch",
+                                status_code=503)
         self.job_id = self.parse_job_id(out.strip())
         self._monitor().note_submitted(self.job_id)
         return self.job_id
@@ -477,8 +487,9 @@ class SlurmSpawner(SessionSetup, _BatchSlurmSpawner):
     async def cancel_batch_job(self):
         code, _, err = await run_command(["scancel", self.job_id], env=self.slurm_env(), timeout=self.command_timeout)
         if code != 0 and "Invalid job id" not in err:
-            raise refuse(f"Slurm did not cancel job {self.job_id}: {err.strip()[-300:]}", reason="scancel",
-                         status_code=503)
+            raise refuse_logged(self.log, f"Slurm did not cancel job {self.job_id}. Contact {self.contact}.",
+                                detail=f"scancel {self.job_id} exited with {code}: {err.strip()[-300:]}",
+                                reason="scancel", status_code=503)
 
     async def stop(self, now=False):
         if not self.job_id:

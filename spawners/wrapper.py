@@ -26,6 +26,7 @@ from tornado import web
 from traitlets import Any, Dict, List, Unicode, default, observe, validate
 from traitlets.utils.importstring import import_item
 
+from daas_hub.errors import reference, with_reference
 from daas_hub.options import (
     NO_PROPOSAL,
     OPTION_NAMES,
@@ -37,17 +38,20 @@ from daas_hub.options import (
 from daas_hub.profiles import load_catalogue
 from daas_hub.quotas import DEFAULT_ROLE_QUOTAS, GIB, QUOTA_ROLES, Quota, available, quota_role, total
 
-from .common import SessionOrder, checked_account, policy_for, refuse
+from .common import SessionOrder, checked_account, policy_for, refuse, refuse_logged
 
 try:  # the Slurm backend must replace batchspawner's port handler before the hub builds its routes
     from . import slurm as _slurm  # noqa: F401
 except ImportError:  # pragma: no cover - batchspawner not installed: no Slurm backend
     _slurm = None
 
-DOCS = "docs/spawner.md"
-
 #: attributes the hub sets on its spawner during a spawn, which the child needs too
 FORWARDED = ("api_token", "port", "admin_access", "cert_paths")
+
+
+def option_refusal(e: OptionError) -> str:
+    """What a person reads when an option is refused: which, why, what is allowed, what to do."""
+    return f"Not started: {e}. Change it in the form and start again."
 
 
 @functools.lru_cache(maxsize=8)
@@ -218,9 +222,10 @@ class DaasSpawner(Spawner):
         try:
             cls = import_item(self.backend_classes[backend])
         except (KeyError, ImportError) as e:
-            raise refuse(
-                f'The backend "{backend}" is not available on this hub ({e}). Contact {self.contact}.',
-                reason="backend",
+            raise refuse_logged(
+                self.log, f'The backend "{backend}" is not available on this hub. Contact {self.contact}.',
+                detail=f"cannot load the {backend!r} backend class: {type(e).__name__}: {e}", reason="backend",
+                status_code=400,
             ) from None
         child = cls(**{**self._child_kwargs, "config": self.config, "user_options": {}})
         child.clear_state()  # a fresh child, not whatever the hub passed to us
@@ -284,7 +289,7 @@ class DaasSpawner(Spawner):
         try:
             return validate_options(raw, ctx), ctx, account, proposals
         except OptionError as e:
-            raise refuse(f"Not started: {e}. (See {DOCS}.)", reason="options") from None
+            raise refuse(option_refusal(e), reason="options") from None
 
     async def _options_from_form(self, form_data):
         request, *_ = await self.check_options(form_data)
@@ -322,7 +327,7 @@ class DaasSpawner(Spawner):
             await maybe_future(self.authenticator.pre_spawn_start(self.user, self))
             ctx, account, _ = await self.spawn_context()
         except Exception as e:  # noqa: BLE001 - shown in the form, never a 500
-            return f'<p class="alert alert-danger">{escape(getattr(e, "jupyterhub_message", str(e)))}</p>'
+            return f'<p class="alert alert-danger">{escape(self._form_refusal(e))}</p>'
         quota, used = ctx.quota, ctx.used()
         left = available(quota, used)
         proposals = [{"id": p.id, "title": p.title, "instrument": p.instrument}
@@ -352,6 +357,15 @@ class DaasSpawner(Spawner):
             quota=quota, used=used, left=left, gib=GIB,
             others=[o.to_options() for o in ctx.others],
         )
+
+    def _form_refusal(self, e: Exception) -> str:
+        """What the form says instead of itself: a refusal's own sentence, else a reference."""
+        message = getattr(e, "jupyterhub_message", None)
+        if message:
+            return message
+        ref = reference()
+        self.log.error("[%s] the spawn form for %s failed: %s: %s", ref, self._log_name, type(e).__name__, e)
+        return with_reference(f"The form cannot be shown right now. Contact {self.contact} if this persists.", ref)
 
     async def _cluster_free(self):
         """Slurm: free CPUs and memory per partition (sinfo), for the form; None if not offered."""
@@ -412,9 +426,10 @@ class DaasSpawner(Spawner):
             raise
         except Exception as e:
             self.log.exception("The %s backend failed to start %s", request.backend, self._log_name)
-            raise refuse(
-                f"The session could not start on {request.backend} ({type(e).__name__}: {e}). "
-                f"Contact {self.contact} if this persists.", reason="backend-error", status_code=500,
+            raise refuse_logged(
+                self.log, f"The session could not start on {request.backend}. Please try again; "
+                f"contact {self.contact} if this persists.",
+                detail=f"{self._log_name}: {type(e).__name__}: {e}", reason="backend-error", status_code=500,
             ) from None
 
     def _existing_child(self):

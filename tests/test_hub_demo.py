@@ -164,8 +164,12 @@ def test_missing_home_folder_is_a_sentence_not_a_traceback(hub, demo_site):
     homes.rename(away)
     try:
         message = spawn_failure_message(hub, "ivan")
-        assert "The folder for session homes" in message and "does not exist" in message
-        assert "c.LocalSpawner.home_root" in message
+        # the person reads a sentence and a reference; the path and the fix are in the hub's log
+        assert "Your session has no usable home folder, so it was not started" in message
+        assert str(homes) not in message and "c.LocalSpawner" not in message
+        ref = re.search(r"Reference ([0-9a-f]{8})", message).group(1)
+        logged = re.search(rf"\[{ref}\] home: (.*)", hub.log_text()).group(1)
+        assert f"home_root {homes} cannot be used" in logged and "create it (owned by root, mode 0755)" in logged
         assert not hub.api("GET", "/users/ivan").json()["servers"]
     finally:
         away.rename(homes)

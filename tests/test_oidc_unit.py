@@ -20,7 +20,13 @@ from tornado import web
 
 from daas_hub.authenticators.conditions import CONDITIONS_KEY, ConditionsOfUse, _local_path, carry_forward
 from daas_hub.authenticators.multi import MultiAuthenticator
-from daas_hub.authenticators.oidc import OIDCAuthenticator, provider_logout_url
+from daas_hub.authenticators.oidc import (
+    OIDCAuthenticator,
+    discovery_url,
+    kept_auth_state,
+    provider_logout_url,
+    same_issuer,
+)
 from daas_hub.demo import site_settings
 from daas_hub.errors import SettingsError, SourceUnavailable
 from daas_hub.settings import parse_settings
@@ -114,6 +120,62 @@ def test_unverified_email_is_not_used(key):
     a = make_authenticator(key, link_by="umbrella_id")
     assert a.identity({"sub": "u", "email": "x@y", "email_verified": False}).email is None
     assert a.identity({"sub": "u", "email": "x@y", "email_verified": True}).email == "x@y"
+    # a missing claim is not a verification (a self-service provider may let anyone set any email)
+    assert a.identity({"sub": "u", "email": "x@y"}).email is None
+    assert a.identity({"sub": "u", "email": "x@y", "email_verified": "yes"}).email is None
+    assert a.identity({"sub": "u", "email": "x@y", "email_verified": "true"}).email == "x@y"
+
+
+@pytest.mark.parametrize("link_by", ["umbrella_id", "username"])
+def test_identity_is_issuer_and_subject(key, link_by):
+    identity = make_authenticator(key, link_by=link_by).identity({"sub": "u-1", "preferred_username": "a"})
+    assert (identity.issuer, identity.subject) == (ISSUER, "u-1")
+
+
+def test_two_umbrella_id_issuers_are_refused():
+    entry = {"link_by": "umbrella_id", "client_id": "c"}
+    with pytest.raises(Exception, match="only one issuer may link by umbrella_id"):
+        MultiAuthenticator(providers=[{"name": "a", "issuer": "https://a.example/", **entry},
+                                      {"name": "b", "issuer": "https://b.example", **entry}])
+    MultiAuthenticator(providers=[{"name": "a", "issuer": "https://a.example/", **entry},
+                                  {"name": "b", "issuer": "https://a.example", **entry}])
+
+
+def test_an_issuer_ending_in_a_slash_signs_in(key):
+    """The discovery URL has one slash; the ID token's iss is compared with the exact issuer."""
+    issuer = ISSUER + "/"
+    a = make_authenticator(key, link_by="umbrella_id")
+    a.issuer = issuer
+    assert a.issuer == issuer
+    a._discovery = {"issuer": issuer}
+    assert discovery_url(issuer) == f"{ISSUER}/.well-known/openid-configuration"
+    assert same_issuer(issuer, ISSUER) and same_issuer(ISSUER, issuer) and not same_issuer(None, issuer)
+    claims = asyncio.run(a.check_id_token(token(key, iss=issuer), "n-1"))
+    assert claims["iss"] == issuer
+
+
+def test_userinfo_about_another_subject_is_refused(key):
+    """OpenID Connect Core 5.3.2: the userinfo sub must be the ID token's."""
+    a = make_authenticator(key)
+    id_token = token(key, sub="s-1")
+    with pytest.raises(web.HTTPError) as info:
+        a.build_auth_state_dict({"access_token": "at", "id_token": id_token}, {"sub": "s-2"})
+    assert info.value.status_code == 403 and "you are not signed in" in info.value.jupyterhub_message
+    assert "not the ID token's sub" in info.value.log_message % info.value.args
+    for user_info in ({}, {"sub": 7}):
+        with pytest.raises(web.HTTPError):
+            a.build_auth_state_dict({"access_token": "at", "id_token": id_token}, user_info)
+
+
+def test_provider_tokens_are_not_kept(key):
+    a = make_authenticator(key)
+    id_token = token(key, sub="s-1")
+    state = a.build_auth_state_dict(
+        {"access_token": "at", "refresh_token": "rt", "id_token": id_token, "scope": "openid"}, {"sub": "s-1"})
+    assert state == {"id_token": id_token, "oauth_user": {"sub": "s-1"}}
+    old = {"access_token": "at", "refresh_token": "rt", "token_response": {}, "oauth_user": {}, "daas": {},
+           "daas_login": {}, CONDITIONS_KEY: {}}
+    assert set(kept_auth_state(old)) == {"daas", "daas_login", CONDITIONS_KEY}
 
 
 @pytest.mark.parametrize(

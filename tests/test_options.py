@@ -114,6 +114,13 @@ FORGED = [
     ("hours-zero", _with(hours=0), {}, "hours", "out of range"),
     ("hours-exponent", _with(hours="1e9"), {}, "hours", "out of range"),
     ("profile-very-long", _with(profile="x" * 5000), {}, "profile", "longer than 64"),
+    # 400-digit integers (JSON allows them): refused, never an OverflowError (a 500)
+    ("cpu-400-digits", _with(cpu=int("9" * 400)), {}, "cpu", "the number is out of range; allowed: 1 to 32"),
+    ("memory-400-digits", _with(memory=int("9" * 400)), {}, "memory", "out of range"),
+    ("gpu-400-digits", _with(gpu=-int("9" * 400)), {}, "gpu", "out of range"),
+    ("hours-400-digits", _with(hours=int("9" * 400)), {}, "hours", "out of range"),
+    ("hours-400-digit-text", _with(hours="9" * 400), {}, "hours", "inf is not a number"),
+    ("proposal-5000-digits", _with(proposal=10**5000), {}, "proposal", "got a very large number"),
     ("file-upload", _with(profile=[b"python"]), {}, "profile", "file uploads"),
     ("quota-sessions", GOOD, {"others": _busy(2)}, "sessions", "allows 2 session(s) at once"),
     ("quota-cpu", _with(cpu=16), {"others": _busy(1, cpu=4)}, "cpu", "at most 12 CPU"),

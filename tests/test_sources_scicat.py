@@ -35,7 +35,7 @@ PROPOSALS = [
     {   # the full SciCat 4 shape (ProposalClass)
         "createdBy": "ingestor", "updatedBy": "ingestor", "createdAt": "2026-02-01T10:00:00.000Z",
         "updatedAt": "2026-02-01T10:00:00.000Z", "ownerGroup": "p20001", "accessGroups": ["tomcat"],
-        "isPublished": False, "proposalId": "20.500.11935/20001", "pi_email": "jane.doe@example.org",
+        "isPublished": False, "proposalId": "20001", "pi_email": "jane.doe@example.org",
         "pi_firstname": "Jane", "pi_lastname": "Doe", "email": "jane.doe@example.org", "firstname": "Jane",
         "lastname": "Doe", "title": "Tomography of wood", "abstract": "...", "startTime": "2026-11-01T08:00:00.000Z",
         "endTime": "2026-11-30T08:00:00.000Z",
@@ -156,8 +156,8 @@ async def test_account_and_proposals_through_the_users_groups(make_source, scica
     account = await source.resolve_account(Identity("facility", "jdoe", username="jdoe"))
     assert account == Account("jdoe", roles=frozenset({"user"}), display_name="Jane Doe", email="jane.doe@example.org")
     proposals = {p.id: p for p in await source.proposals_for(account)}
-    assert sorted(proposals) == ["20.500.11935/20001", "20002"]
-    tomo = proposals["20.500.11935/20001"]
+    assert sorted(proposals) == ["20001", "20002"]
+    tomo = proposals["20001"]
     assert (tomo.title, tomo.instrument, tomo.facility) == ("Tomography of wood", "/PSI/SLS/TOMCAT", "PSI")
     assert [b.start for b in tomo.beamtimes] == [datetime(2026, 11, 2, 8, tzinfo=UTC),
                                                 datetime(2026, 11, 20, 8, tzinfo=UTC)]

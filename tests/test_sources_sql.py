@@ -18,7 +18,7 @@ import yaml
 from postgres_server import PostgresServer, pg_bindir
 
 from daas_hub.errors import SettingsError, SourceUnavailable
-from daas_hub.model import Account, Identity, MemberRole, ProposalState
+from daas_hub.model import Account, Identity, MemberRole, ProposalState, UnsafeValue
 from daas_hub.sources import SqlProposalSource
 
 BIN = Path(sys.executable).parent
@@ -145,10 +145,11 @@ async def test_umbrella_id_is_linked_through_a_mapping_table(postgres, secret_fi
         await s.close()
 
 
-async def test_a_name_with_a_quote_is_a_value(source):
-    obrien = await source.resolve_account(ident("o'brien"))
-    assert obrien.display_name == "Pat O'Brien"
-    assert [p.id for p in await source.proposals_for(obrien)] == ["OLD-3"]
+async def test_a_name_with_a_quote_is_a_value_and_then_refused(source):
+    """The query carries the quote as a value; the account it finds is refused: a quote
+    cannot be in a username the hub uses for paths and accounts (check_username)."""
+    with pytest.raises(UnsafeValue, match="username \"o'brien\" is not allowed"):
+        await source.resolve_account(ident("o'brien"))
 
 
 @pytest.mark.parametrize("name", [
@@ -160,7 +161,8 @@ async def test_a_name_with_a_quote_is_a_value(source):
 ])
 async def test_injection_through_the_user_name_finds_nobody_and_changes_nothing(source, postgres, name):
     assert await source.resolve_account(ident(name)) is None
-    assert await source.proposals_for(Account(name)) == []
+    with pytest.raises(UnsafeValue):  # such a name never becomes an account, so never a query
+        Account(name)
     assert await source.resolve_account(ident(provider="umbrella", subject=name)) is None
     assert postgres.psql("SELECT count(*) FROM users", database="useroffice").strip() == "3"
     assert postgres.psql("SELECT roles FROM users WHERE login = 'alice'", database="useroffice").strip() == "{user}"
@@ -253,8 +255,9 @@ def test_daas_hub_proposals_shows_what_the_database_answers(postgres, secret_fil
     umbrella = subprocess.run([str(BIN / "daas-hub"), "proposals", "anyone", "--subject", "umb-obrien",
                                "--settings", str(settings), "--no-cache"],
                               capture_output=True, text=True, timeout=120)
-    assert umbrella.returncode == 0, umbrella.stderr
-    assert "provider=umbrella subject=umb-obrien" in umbrella.stdout and "OLD-3" in umbrella.stdout
+    assert umbrella.returncode == 1, umbrella.stderr
+    assert "provider=umbrella subject=umb-obrien" in umbrella.stdout
+    assert "username \"o'brien\" is not allowed" in umbrella.stdout and "the login would be refused" in umbrella.stdout
     nobody = subprocess.run([str(BIN / "daas-hub"), "proposals", "nobody", "--settings", str(settings)],
                             capture_output=True, text=True, timeout=120)
     assert nobody.returncode == 1

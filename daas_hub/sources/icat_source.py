@@ -40,6 +40,9 @@ from ..model import (
     Proposal,
     ProposalState,
     Provider,
+    UnsafeValue,
+    check_proposal_id,
+    check_username,
 )
 from .base import ProposalList, ProposalSource, in_thread, read_secret
 
@@ -331,7 +334,8 @@ class IcatProposalSource(ProposalSource):
 
     def _user_lookup(self, identity: Identity) -> tuple[str, str] | None:
         """(ICAT User field, value) identifying ``identity``, or None."""
-        fields = {"subject": identity.subject, "username": identity.username or "", "email": identity.email or ""}
+        fields = {"subject": identity.subject, "username": identity.username or "", "email": identity.email or "",
+                  "issuer": identity.issuer}
         template = self.identity_templates.get(identity.provider)
         if template is not None:
             value = template.format(**fields)
@@ -385,6 +389,11 @@ class IcatProposalSource(ProposalSource):
         now = datetime.now(UTC)
         proposals = []
         for pid, visits in grouped.items():
+            try:
+                check_proposal_id(pid)
+            except UnsafeValue as e:
+                self.log.error("Skipping an ICAT investigation: its %s", e)
+                continue
             first = visits[0]
             instrument = next((ii.instrument.name for v in visits for ii in (v.investigationInstruments or [])
                                if ii.instrument is not None), "")
@@ -393,6 +402,10 @@ class IcatProposalSource(ProposalSource):
             for v in visits:
                 for iu in v.investigationUsers or []:
                     name = self._account_name(iu.user.name) if iu.user is not None else None
+                    if name and not _safe_username(name):
+                        self.log.error("Leaving out a member of %s: ICAT user %r is no usable username",
+                                       pid, iu.user.name)
+                        name = None
                     if name:
                         role = MemberRole(self.role_map.get(iu.role or "", "member"))
                         if members.get(name) is not MemberRole.PI:
@@ -429,6 +442,14 @@ class IcatProposalSource(ProposalSource):
         except Exception as e:  # noqa: BLE001 - closing is best effort
             self.log.warning("ICAT logout failed: %s", e)
         self._executor.shutdown(wait=False)
+
+
+def _safe_username(name: str) -> bool:
+    try:
+        check_username(name)
+    except UnsafeValue:
+        return False
+    return True
 
 
 def _utc(value: datetime) -> datetime:

@@ -44,6 +44,7 @@ from ..model import (
     Proposal,
     ProposalState,
     Provider,
+    UnsafeValue,
 )
 from .base import ProposalList, ProposalSource, bounded, read_secret
 
@@ -283,7 +284,7 @@ class ScicatProposalSource(ProposalSource):
         if not rule:
             return None
         value = rule["value"].format(subject=identity.subject, username=identity.username or "",
-                                     email=identity.email or "")
+                                     email=identity.email or "", issuer=identity.issuer)
         if not value:
             return None
         profile = await self._identity(rule["field"], value)
@@ -314,4 +315,6 @@ class ScicatProposalSource(ProposalSource):
                     processed_template=self.processed_template))
             except ShapeError as e:
                 self.log.error("Skipping a SciCat proposal that does not have the documented shape: %s", e)
+            except UnsafeValue as e:
+                self.log.error("Skipping a SciCat proposal: its %s", e)
         return ProposalList(proposals)

@@ -19,11 +19,22 @@ from datetime import datetime
 from traitlets import Dict, Float, Int, Unicode
 
 from ..errors import SettingsError, SourceUnavailable
-from ..model import Account, Beamtime, DataLocations, Identity, Member, MemberRole, Proposal, ProposalState
+from ..model import (
+    Account,
+    Beamtime,
+    DataLocations,
+    Identity,
+    Member,
+    MemberRole,
+    Proposal,
+    ProposalState,
+    UnsafeValue,
+    check_proposal_id,
+)
 from .base import ProposalList, ProposalSource, in_thread, read_secret
 
 #: bind parameters the account query may use
-ACCOUNT_PARAMS = frozenset({"provider", "subject", "username", "email"})
+ACCOUNT_PARAMS = frozenset({"provider", "issuer", "subject", "username", "email"})
 #: bind parameters the proposals query may use
 PROPOSAL_PARAMS = frozenset({"username", "uid", "email"})
 ACCOUNT_COLUMNS = ("username", "uid", "gid", "roles", "display_name", "email")
@@ -52,11 +63,13 @@ def account_from_row(row: dict) -> Account:
     )
 
 
-def proposals_from_rows(rows: list[dict], account: Account, facility: str, roles: dict[str, str]) -> list[Proposal]:
+def proposals_from_rows(rows: list[dict], account: Account, facility: str, roles: dict[str, str],
+                        unsafe: list | None = None) -> list[Proposal]:
     """Proposals from the proposals query's rows (one row per beamtime); pure.
 
     Rows with the same ``id`` are one proposal; each row's ``start``/``end`` (if
-    set) is one of its beamtimes.
+    set) is one of its beamtimes. A proposal whose id cannot be used safely
+    (:func:`~daas_hub.model.check_proposal_id`) is left out and its error appended to ``unsafe``.
     """
     grouped: dict[str, dict] = {}
     for row in rows:
@@ -69,6 +82,11 @@ def proposals_from_rows(rows: list[dict], account: Account, facility: str, roles
     for pid, p in grouped.items():
         row = p["row"]
         role = roles.get(str(row.get("role") or "member"), row.get("role") or "member")
+        try:
+            check_proposal_id(pid)
+        except UnsafeValue as e:
+            (unsafe if unsafe is not None else []).append(e)
+            continue
         proposals.append(Proposal(
             id=pid,
             title=row.get("title") or "",
@@ -252,7 +270,7 @@ class SqlProposalSource(ProposalSource):
 
     async def resolve_account(self, identity: Identity) -> Account | None:
         rows = await self._query(self.account_query, {
-            "provider": identity.provider, "subject": identity.subject,
+            "provider": identity.provider, "issuer": identity.issuer, "subject": identity.subject,
             "username": identity.username, "email": identity.email,
         }, "account")
         if not rows:
@@ -266,7 +284,11 @@ class SqlProposalSource(ProposalSource):
         rows = await self._query(self.proposals_query, {
             "username": account.username, "uid": account.uid, "email": account.email,
         }, "proposals")
-        return ProposalList(proposals_from_rows(rows, account, self.facility, self.role_map))
+        unsafe: list = []
+        proposals = proposals_from_rows(rows, account, self.facility, self.role_map, unsafe)
+        for e in unsafe:
+            self.log.error("Skipping a proposal of the user office database: its %s", e)
+        return ProposalList(proposals)
 
     async def close(self) -> None:
         if self._engine is not None:

@@ -25,7 +25,10 @@ from ..model import (
     Proposal,
     ProposalState,
     Provider,
+    UnsafeValue,
     _as_datetime,
+    check_proposal_id,
+    check_username,
 )
 from ..schema import read_yaml, validate
 from .base import ProposalSource
@@ -64,6 +67,7 @@ def parse_proposals_file(document: dict, file: str | Path) -> ProposalsFile:
     emails: dict[str, str] = {}
     for i, a in enumerate(document["accounts"]):
         entry = f'accounts[{i}] "{a["username"]}"'
+        _check(file, entry, check_username, a["username"])
         if a["username"] in accounts:
             raise SettingsError(file, entry, "this username is listed twice", "keep one entry per account")
         sub = a.get("umbrella_id")
@@ -88,6 +92,7 @@ def parse_proposals_file(document: dict, file: str | Path) -> ProposalsFile:
     seen: set[str] = set()
     for i, p in enumerate(document["proposals"]):
         entry = f'proposals[{i}] "{p["id"]}"'
+        _check(file, entry, check_proposal_id, p["id"])
         if p["id"] in seen:
             raise SettingsError(file, entry, "this proposal id is listed twice", "keep one entry per proposal")
         seen.add(p["id"])
@@ -142,6 +147,15 @@ def parse_proposals_file(document: dict, file: str | Path) -> ProposalsFile:
             )
         )
     return ProposalsFile(facility, accounts, umbrella, emails, tuple(proposals))
+
+
+def _check(file, entry: str, check, value) -> None:
+    """A catalogue id or username that is unsafe to use is a settings error naming the entry."""
+    try:
+        check(value)
+    except UnsafeValue as e:
+        raise SettingsError(file, entry, str(e), "rename it in the catalogue (the hub uses it in "
+                            "folder, group and account names)") from None
 
 
 def _resolve(base: Path, path: str | None) -> str | None:
