@@ -273,7 +273,7 @@ def test_unsafe_proposal_ids_never_become_proposals(pid, tmp_path):
     from daas_hub.model import Account, Member, Proposal, UnsafeValue
     from daas_hub.sources.scicat_source import proposal_from_scicat
     from daas_hub.sources.sql_source import proposals_from_rows
-    from daas_hub.sources.yaml_source import parse_catalogue
+    from daas_hub.sources.yaml_source import parse_proposals_file
 
     with pytest.raises(UnsafeValue, match="proposal id .* is not allowed"):
         Proposal(pid, "t", "ID11", "F")
@@ -281,7 +281,7 @@ def test_unsafe_proposal_ids_never_become_proposals(pid, tmp_path):
     doc = {"facility": "F", "accounts": [{"username": "alice"}],
            "proposals": [{"id": pid, "title": "t", "instrument": "ID11", "members": [{"username": "alice"}]}]}
     with pytest.raises(SettingsError) as e:
-        parse_catalogue(doc, tmp_path / "proposals.yaml")
+        parse_proposals_file(doc, tmp_path / "proposals.yaml")
     assert "proposals[0]" in str(e.value) and "Fix:" in str(e.value)
     # SQL: left out, the reason kept for the log
     alice = Account("alice")
@@ -299,14 +299,14 @@ def test_unsafe_usernames_never_become_accounts(name, tmp_path):
     from daas_hub.errors import SettingsError
     from daas_hub.model import Account, Member, UnsafeValue
     from daas_hub.sources.sql_source import account_from_row
-    from daas_hub.sources.yaml_source import parse_catalogue
+    from daas_hub.sources.yaml_source import parse_proposals_file
 
     for build in (lambda: Account(name), lambda: Member(name), lambda: account_from_row({"username": name})):
         with pytest.raises(UnsafeValue, match="username .* is not allowed"):
             build()
     doc = {"facility": "F", "accounts": [{"username": name}], "proposals": []}
     with pytest.raises(SettingsError):
-        parse_catalogue(doc, tmp_path / "proposals.yaml")
+        parse_proposals_file(doc, tmp_path / "proposals.yaml")
 
 
 def test_icat_investigations_with_unsafe_names_are_left_out():
