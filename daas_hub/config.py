@@ -92,6 +92,20 @@ def _apply_slurm(c, slurm: dict) -> None:
         c.SlurmSpawner.run_as = run_as
 
 
+def hub_handlers(backends) -> list[tuple[str, str]]:
+    """The hub pages daas-hub adds (JupyterHub's ``extra_handlers``; 3.1+ logs it as deprecated).
+
+    The quota page always; with the Slurm backend, the handler a session reports its
+    port to (it replaces batchspawner's, which sets any attribute a session posts:
+    the ``daas`` spawner loads backends only when a session starts, after the hub
+    built its routes, so batchspawner's own handler is never routed).
+    """
+    handlers = [(r"/quota", "daas_hub.spawners.quota_page.QuotaHandler")]
+    if "slurm" in backends:
+        handlers.append((r"/api/batchspawner", "daas_hub.spawners.slurm.SessionPortHandler"))
+    return handlers
+
+
 def apply_settings(c, settings: Settings) -> None:
     """Set the traitlets for ``settings`` on the config object ``c``."""
     source, catalogue = check_site(settings)
@@ -122,11 +136,10 @@ def apply_settings(c, settings: Settings) -> None:
     # sessions: one form, checked options, a child spawner per backend (docs/spawner.md)
     c.JupyterHub.spawner_class = "daas"
     c.JupyterHub.allow_named_servers = True  # one session per proposal and profile, within quota
-    # the quota page, /hub/quota (JupyterHub 3.1+ logs that extra_handlers is deprecated)
-    c.JupyterHub.extra_handlers = [(r"/quota", "daas_hub.quota_page.QuotaHandler")]
     c.DaasSpawner.backends = list(settings.backends or (settings.backend,))
     if settings.backend in c.DaasSpawner.backends:  # the default backend first
         c.DaasSpawner.backends = [settings.backend, *[b for b in c.DaasSpawner.backends if b != settings.backend]]
+    c.JupyterHub.extra_handlers = hub_handlers(c.DaasSpawner.backends)
     if settings.profile_catalogue:
         c.DaasSpawner.profile_catalogue = settings.profile_catalogue
     if settings.profiles_enabled is not None:
