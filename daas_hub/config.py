@@ -96,9 +96,9 @@ def hub_handlers(backends) -> list[tuple[str, str]]:
     """The hub pages daas-hub adds (JupyterHub's ``extra_handlers``; 3.1+ logs it as deprecated).
 
     The quota page always; with the Slurm backend, the handler a session reports its
-    port to (it replaces batchspawner's, which sets any attribute a session posts:
-    the ``daas`` spawner loads backends only when a session starts, after the hub
-    built its routes, so batchspawner's own handler is never routed).
+    port to, in place of batchspawner's (which sets any attribute a session posts;
+    the Slurm backend withdraws that one when imported, see
+    ``daas_hub.spawners.slurm._withdraw_batchspawner_handler``).
     """
     handlers = [(r"/quota", "daas_hub.spawners.quota_page.QuotaHandler")]
     if "slurm" in backends:

@@ -38,6 +38,8 @@ from importlib import resources
 import jinja2
 from batchspawner import JobStatus
 from batchspawner import SlurmSpawner as _BatchSlurmSpawner
+from batchspawner.api import BatchSpawnerAPIHandler
+from jupyterhub import apihandlers
 from jupyterhub.apihandlers import APIHandler
 from tornado import web
 from traitlets import Dict, Float, List, Unicode, default
@@ -318,6 +320,19 @@ class SessionPortHandler(APIHandler):
         spawner.port = port
         self.set_status(201)
         self.finish(json.dumps({"message": "port recorded"}))
+
+
+def _withdraw_batchspawner_handler() -> None:
+    """Undo batchspawner's import-time side effect: batchspawner/api.py appends its handler
+    (which ``setattr``s anything a session posts) to JupyterHub's API routes, ahead of every
+    ``extra_handlers`` entry. JupyterHub imports every ``jupyterhub.spawners`` entry point
+    (``daas-slurm`` among them) before it builds its routes, so this runs in time. Nothing is
+    added here: :class:`SessionPortHandler` comes from the configure step's extra_handlers.
+    """
+    apihandlers.default_handlers[:] = [h for h in apihandlers.default_handlers if h[1] is not BatchSpawnerAPIHandler]
+
+
+_withdraw_batchspawner_handler()
 
 
 class SlurmSpawner(SessionSetup, _BatchSlurmSpawner):
