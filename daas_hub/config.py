@@ -121,6 +121,22 @@ def _apply_slurm(c, slurm: dict) -> None:
         c.SlurmSpawner.run_as = run_as
 
 
+def hub_handlers(backends) -> list[tuple[str, str]]:
+    """The hub pages daas-hub adds (JupyterHub's ``extra_handlers``; 3.1+ logs it as deprecated).
+
+    The quota page and the trailing-slash redirects always; with the Slurm backend, the handler a session reports its
+    port to, in place of batchspawner's (which sets any attribute a session posts;
+    the Slurm backend withdraws that one when imported, see
+    ``daas_hub.spawners.slurm._withdraw_batchspawner_handler``).
+    """
+    handlers = [(r"/quota", "daas_hub.spawners.quota_page.QuotaHandler")]
+    if "slurm" in backends:
+        handlers.append((r"/api/batchspawner", "daas_hub.spawners.slurm.SessionPortHandler"))
+    # every hub page with a trailing slash (/hub/login/ -> /hub/login), registered last
+    handlers.append((SLASH_PATTERN, "daas_hub.slash_page.TrailingSlashHandler"))
+    return handlers
+
+
 def apply_settings(c, settings: Settings) -> None:
     """Set the traitlets for ``settings`` on the config object ``c``."""
     source, catalogue = check_site(settings)
@@ -151,13 +167,10 @@ def apply_settings(c, settings: Settings) -> None:
     # sessions: one form, checked options, a child spawner per backend (docs/spawner.md)
     c.JupyterHub.spawner_class = "daas"
     c.JupyterHub.allow_named_servers = True  # one session per proposal and profile, within quota
-    # the quota page, /hub/quota (JupyterHub 3.1+ logs that extra_handlers is deprecated)
-    # and every hub page with a trailing slash (/hub/login/ -> /hub/login), registered last
-    c.JupyterHub.extra_handlers = [(r"/quota", "daas_hub.quota_page.QuotaHandler"),
-                                   (SLASH_PATTERN, "daas_hub.slash_page.TrailingSlashHandler")]
     c.DaasSpawner.backends = list(settings.backends or (settings.backend,))
     if settings.backend in c.DaasSpawner.backends:  # the default backend first
         c.DaasSpawner.backends = [settings.backend, *[b for b in c.DaasSpawner.backends if b != settings.backend]]
+    c.JupyterHub.extra_handlers = hub_handlers(c.DaasSpawner.backends)
     # sessions on batch and cluster backends outlive a hub restart or upgrade: the restarted
     # hub finds them again (docs/backend-slurm.md). Local sessions are the hub's children.
     c.JupyterHub.cleanup_servers = set(c.DaasSpawner.backends) <= {"local"}

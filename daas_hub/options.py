@@ -53,6 +53,28 @@ class SessionRequest:
         d["memory"] = self.memory / GIB
         return d
 
+    @classmethod
+    def from_options(cls, opts: dict) -> SessionRequest:
+        """The request back from its stored canonical options (:meth:`to_options`).
+
+        For requests the hub checked and saved itself (a server's state); raises
+        :class:`ValueError` when the stored value is not such a request.
+        """
+        if not isinstance(opts, dict):
+            raise ValueError(f"expected the stored options as a mapping, got {type(opts).__name__}")
+        missing = [name for name in OPTION_NAMES if name not in opts]
+        if missing:
+            raise ValueError(f"missing {', '.join(missing)}")
+        try:
+            return cls(
+                proposal=None if opts["proposal"] == NO_PROPOSAL else str(opts["proposal"]),
+                profile=str(opts["profile"]), backend=str(opts["backend"]),
+                cpu=int(opts["cpu"]), memory=int(float(opts["memory"]) * GIB), gpu=int(opts["gpu"]),
+                hours=float(opts["hours"]),
+            )
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"unreadable value ({e})") from None
+
     @property
     def key(self) -> tuple[str | None, str]:
         return (self.proposal, self.profile)

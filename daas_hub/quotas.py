@@ -4,6 +4,9 @@ Pure values and functions. A :class:`Quota` caps the sum over a user's live
 sessions (named servers) of: sessions, CPUs, memory, GPUs and requested hours.
 The role quota applies to everything the user runs; a proposal quota, where the
 site sets one, also caps the user's sessions on that proposal.
+
+:class:`QuotaTable` is the site's quota settings, checked and parsed once;
+:func:`ledger` is what a person's live sessions use and what is left.
 """
 
 from __future__ import annotations
@@ -44,11 +47,13 @@ class Quota:
                 continue
             raw = d[name]
             try:
+                if isinstance(raw, bool):
+                    raise TypeError(raw)
                 value = parse_memory(raw) if name == "memory" else (int(raw) if name in ("sessions", "gpu") else float(raw))
             except (TypeError, ValueError):
-                raise ValueError(f"{where}: {name} = {raw!r} is not a number{' or size such as 64G' if name == 'memory' else ''}") from None
+                raise ValueError(f"{where}.{name} = {raw!r} is not a number{' or size such as 64G' if name == 'memory' else ''}") from None
             if value < 0:
-                raise ValueError(f"{where}: {name} must not be negative")
+                raise ValueError(f"{where}.{name} must not be negative")
             values[name] = value
         return cls(**values)
 
@@ -115,3 +120,72 @@ def format_amount(name: str, value: float) -> str:
     if name == "gpu":
         return f"{value:g} GPU"
     return f"{value:g}"
+
+
+@dataclass(frozen=True)
+class QuotaTable:
+    """The site's quotas, checked once: a full quota per role, and per proposal the keys it sets."""
+
+    roles: dict  # role -> Quota (built-in values for keys the site left out)
+    proposals: dict  # proposal id -> {key: parsed value}
+
+    def for_roles(self, roles: Iterable[str]) -> Quota:
+        return self.roles[quota_role(roles)]
+
+    def proposal_quotas(self, roles: Iterable[str]) -> dict:
+        """Per proposal, its quota for a person with ``roles`` (keys it leaves out: their role quota)."""
+        base = self.for_roles(roles)
+        return {pid: Quota(**{name: values.get(name, getattr(base, name)) for name in _FIELDS})
+                for pid, values in self.proposals.items()}
+
+
+def _check_keys(d, where: str) -> None:
+    if not isinstance(d, dict):
+        raise ValueError(f"{where} must be a mapping of {', '.join(_FIELDS)}, got {d!r}")
+    for key in d:
+        if key not in _FIELDS:
+            raise ValueError(f"{where}.{key}: unknown key; use {', '.join(_FIELDS)}")
+
+
+def check_role_quotas(written: dict, *, where: str = "DaasSpawner.role_quotas") -> dict:
+    """``{role: {key: value}}`` -> ``{role: Quota}`` for every role; ValueError naming ``where.role.key``."""
+    for role in written:
+        if role not in QUOTA_ROLES:
+            raise ValueError(f"{where}.{role}: unknown role; roles: {', '.join(QUOTA_ROLES)}")
+    out = {}
+    for role in QUOTA_ROLES:
+        fallback = Quota.from_dict(DEFAULT_ROLE_QUOTAS[role], where=f"built-in quota {role}")
+        d = written.get(role, {})
+        _check_keys(d, f"{where}.{role}")
+        out[role] = Quota.from_dict(d, fallback=fallback, where=f"{where}.{role}")
+    return out
+
+
+def check_proposal_quotas(written: dict, *, where: str = "DaasSpawner.proposal_quotas") -> dict:
+    """``{proposal: {key: value}}`` -> ``{proposal: {key: parsed}}``; ValueError naming ``where.proposal.key``."""
+    zero = Quota(0, 0, 0, 0, 0)
+    out = {}
+    for pid, d in written.items():
+        _check_keys(d, f"{where}.{pid}")
+        parsed = Quota.from_dict(d, fallback=zero, where=f"{where}.{pid}")
+        out[str(pid)] = {name: getattr(parsed, name) for name in d}
+    return out
+
+
+def quota_table(role_quotas: dict, proposal_quotas: dict) -> QuotaTable:
+    return QuotaTable(check_role_quotas(role_quotas), check_proposal_quotas(proposal_quotas))
+
+
+@dataclass(frozen=True)
+class Ledger:
+    """What a person's live sessions use against their quota, and what is left."""
+
+    quota: Quota
+    used: Usage
+    left: Usage
+
+
+def ledger(quota: Quota, sessions: Iterable) -> Ledger:
+    """The ledger of ``sessions`` (requests: cpu, memory, gpu, hours) against ``quota``."""
+    used = total(sessions)
+    return Ledger(quota, used, available(quota, used))

@@ -9,12 +9,16 @@ reads ``user_options``.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import pwd
 import sys
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from tornado.web import HTTPError as _HTTPError
 from traitlets import HasTraits, Unicode, default, validate
 
 from daas_hub.access import LoginPolicy, read_auth_state
@@ -24,23 +28,46 @@ from daas_hub.mounts import DEFAULT_ROOT, MountPlan, describe_missing, missing_s
 from daas_hub.options import SessionRequest
 from daas_hub.profiles import Profile
 from daas_hub.safety import home_problem, home_root_problem, session_account_problem
-from daas_hub.session import UMASK_ENV
+from daas_hub.session import PLAN_ENV, UMASK_ENV
 
-try:  # JupyterHub >= 5.4
+
+class CompatSpawnException(_HTTPError):
+    """JupyterHub 6's ``SpawnException`` (jupyterhub/spawner.py l.78) for JupyterHub 5.5.
+
+    Same constructor and attributes: the status code, the reason, the message
+    people read and the log message are kept as given.
+    """
+
+    reason = ""
+    status_code = 400
+    message = ""
+    message_html = ""
+    log_message = ""  # a plain attribute, shadowing tornado's read-only property
+
+    def __init__(self, message, *, reason, log_message="", message_html="", status_code=400):
+        self.message = message
+        self.reason = reason
+        self.log_message = log_message or message
+        self.message_html = message_html
+        self.status_code = status_code
+        super().__init__(status_code, message, reason=reason)
+
+    def get_message(self):
+        return self.log_message
+
+    def __str__(self):
+        return f"{self.status_code} {type(self).__name__}(reason={self.reason}): {self.log_message}"
+
+
+try:  # JupyterHub >= 6.0
     from jupyterhub.spawner import SpawnException
-except ImportError:  # pragma: no cover - older hubs
-    from tornado.web import HTTPError as _HTTPError
-
-    class SpawnException(_HTTPError):
-        def __init__(self, message, *, reason, **kwargs):
-            super().__init__(400, message)
-            self.jupyterhub_message = message
-            self.reason = reason
+except ImportError:  # JupyterHub 5.5 (the chart's hub); tests/test_packaging.py runs this path
+    SpawnException = CompatSpawnException
 
 
-def refuse(message: str, reason: str, *, status_code: int = 400) -> SpawnException:
+def refuse(message: str, reason: str, *, status_code: int = 400, log_message: str = "") -> SpawnException:
     """A spawn refusal people read: no traceback, the message as is."""
-    err = SpawnException(message, reason=reason, status_code=status_code)
+    err = SpawnException(message, reason=reason, status_code=status_code, log_message=log_message)
     err.jupyterhub_message = message
     return err
 
@@ -51,6 +78,24 @@ def refuse_logged(log, message: str, *, detail: str, reason: str, status_code: i
     ref = reference()
     log.error("[%s] %s: %s", ref, reason, detail)
     return refuse(with_reference(message, ref), reason=reason, status_code=status_code)
+
+
+def shown_error(exc: BaseException, *, log, server: str, doing: str, contact: str) -> str:
+    """The one way to log and show an error: the detail to the log, a sentence to the person.
+
+    A refusal we wrote (``jupyterhub_message``) is shown as is and logged as a
+    warning; anything else is logged with its traceback, the server's name and a
+    reference, and the person reads what failed, whom to contact and the reference
+    (the same as :func:`refuse_logged`), never ``str(exc)``.
+    """
+    message = getattr(exc, "jupyterhub_message", None)
+    if message:
+        detail = exc.get_message() if isinstance(exc, _HTTPError) else None
+        log.warning("%s for %s refused: %s", doing, server, detail or message)
+        return message
+    ref = reference()
+    log.error("[%s] %s for %s failed", ref, doing, server, exc_info=exc)
+    return with_reference(f"{doing} failed on the hub. Contact {contact} if this persists.", ref)
 
 
 _warned_authenticators: set[type] = set()
@@ -100,6 +145,51 @@ def _hub_account() -> str:
         return pwd.getpwuid(os.geteuid()).pw_name
     except KeyError:
         return str(os.geteuid())
+
+
+class BackgroundFigure:
+    """A figure fetched in the background, for pages that must not wait (the form's cluster figures).
+
+    :meth:`current` answers at once: the last figure while it is younger than
+    ``max_age``, else None; a stale or missing figure starts one refresh
+    (``fetch``, bounded by ``timeout``) for the next reader. A failed refresh is
+    logged and leaves no figure until the next success. ``clock`` is injectable.
+    """
+
+    def __init__(self, fetch: Callable[[], Awaitable], *, max_age: float, timeout: float, what: str, log,
+                 clock: Callable[[], float] = time.monotonic):
+        self.fetch = fetch
+        self.max_age = max_age
+        self.timeout = timeout
+        self.what = what
+        self.log = log
+        self.clock = clock
+        self.value = None
+        self.fetched_at = float("-inf")
+        self.refreshes = 0
+        self._task: asyncio.Task | None = None
+
+    def current(self):
+        fresh = self.clock() - self.fetched_at < self.max_age
+        if not fresh and (self._task is None or self._task.done()):
+            self._task = asyncio.ensure_future(self._refresh())
+        return self.value if fresh else None
+
+    async def _refresh(self) -> None:
+        self.refreshes += 1
+        started = self.clock()
+        try:
+            value = await asyncio.wait_for(self.fetch(), self.timeout)
+        except Exception as e:  # noqa: BLE001 - a background figure: logged, never raised to a page
+            self.log.warning("%s gave no figure (%s); the form says unknown", self.what,
+                             f"no answer within {self.timeout:g} s" if isinstance(e, TimeoutError) else e)
+            return
+        self.value, self.fetched_at = value, started
+
+    async def settled(self) -> None:
+        """Wait for the refresh under way, if any (tests, benchmarks)."""
+        if self._task is not None:
+            await asyncio.shield(self._task)
 
 
 @dataclass(frozen=True)
@@ -269,6 +359,13 @@ class SessionSetup(HasTraits):
         if problem:
             raise refuse_logged(self.log, no_home, detail=problem, reason="home", status_code=400)
         return str(home)
+
+    def session_paths(self) -> dict:
+        """The mount plan and PATH every backend gives the session (its own programs first)."""
+        return {
+            PLAN_ENV: self._plan.to_json(),
+            "PATH": os.pathsep.join([self.session_bin, "/usr/local/bin", "/usr/bin", "/bin"]),
+        }
 
     def session_env(self) -> dict:
         """Variables every backend sets for the session (no secrets)."""

@@ -20,7 +20,6 @@ from traitlets import Unicode, default
 
 from daas_hub.access import stale_notice
 from daas_hub.errors import SettingsError
-from daas_hub.session import PLAN_ENV
 from daas_hub.vmtargets import GUACD_ENV, TARGETS_ENV, load_targets, targets_env, targets_for
 
 from .common import SessionSetup, refuse, refuse_logged
@@ -124,10 +123,9 @@ class LocalSpawner(SessionSetup, LocalProcessSpawner):
         env = super().get_env()
         if self._order is not None:
             env.update(self._order.profile.local_environment)
-        env[PLAN_ENV] = self._plan.to_json()
+        env.update(self.session_paths())
         if self._vm_targets:
             env[TARGETS_ENV] = targets_env(self._vm_targets)
         if self.guacd_address:
             env[GUACD_ENV] = self.guacd_address
-        env["PATH"] = os.pathsep.join([self.session_bin, "/usr/local/bin", "/usr/bin", "/bin"])
         return env

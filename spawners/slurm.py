@@ -6,12 +6,19 @@ What differs from stock batchspawner 1.3.0 (docs/backend-slurm.md):
   with variables from one pure function, :func:`job_script_vars`: partition,
   account/QOS per proposal, ``--cpus-per-task``, ``--mem``, ``--gres=gpu:N``,
   ``--time``, the profile's environment. ``user_options`` never reach it.
-- Polling: all of a hub's Slurm sessions share one ``squeue`` call per interval
-  (:class:`SqueueMonitor`), and a controller that does not answer keeps sessions
-  in their last known state for ``controller_grace`` seconds.
+- One ``squeue`` snapshot per interval (:class:`SqueueMonitor`) serves every
+  session of the hub: ``start`` (waiting for the job to run), ``poll`` and
+  ``progress`` read it through batchspawner's ``query_job_status`` hook. One
+  output format, one parser (:func:`parse_squeue`), queue position and pending
+  reason included. A controller that does not answer keeps sessions in their
+  last known state for ``controller_grace`` seconds.
 - Progress names the job, its state, the queue position and the pending reason.
+- What is free per partition (``sinfo``) is a cached figure refreshed in the
+  background (:meth:`SlurmSpawner.cluster_figures`); the form never waits for it.
 - The single-user server binds the node's address (``bind_address``), and reports
-  its port through a handler that accepts the port and nothing else.
+  its port through :class:`SessionPortHandler`, which accepts the port and nothing
+  else; the configure step registers it (``c.JupyterHub.extra_handlers``) when the
+  Slurm backend is enabled.
 """
 
 from __future__ import annotations
@@ -24,13 +31,14 @@ import re
 import shlex
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 
-import batchspawner  # noqa: F401 - registers its API handler, replaced below
 import jinja2
 from batchspawner import JobStatus
 from batchspawner import SlurmSpawner as _BatchSlurmSpawner
+from batchspawner.api import BatchSpawnerAPIHandler
 from jupyterhub import apihandlers
 from jupyterhub.apihandlers import APIHandler
 from tornado import web
@@ -38,9 +46,9 @@ from traitlets import Dict, Float, List, Unicode, default
 
 from daas_hub.options import SessionRequest
 from daas_hub.profiles import Profile
-from daas_hub.session import PLAN_ENV
+from daas_hub.spawn_form import ClusterFigures
 
-from .common import SessionSetup, refuse, refuse_logged
+from .common import BackgroundFigure, SessionSetup, refuse, refuse_logged
 
 NAME_RE = re.compile(r"^[A-Za-z0-9_.-]*$")
 
@@ -110,83 +118,123 @@ def render_job_script(spec: JobSpec) -> str:
     return _TEMPLATE_ENV.from_string(text).render(**job_script_vars(spec))
 
 
-# -- one squeue per interval for every session of the hub
+# -- one squeue snapshot per interval for every session of the hub
+#: the one squeue output format: id, state, node, reason, name (the name last: it may hold "|")
+SQUEUE_FORMAT = "%i|%T|%B|%r|%j"
+
+
 @dataclass(frozen=True)
 class JobView:
     state: str
     host: str
     reason: str
+    position: int = 0  # among the cluster's pending jobs, by priority; 0: not pending
+    pending: int = 0  # how many jobs are pending on the cluster
 
 
-class SqueueMonitor:
-    """A shared, coalesced view of the hub's Slurm jobs.
+def squeue_argv() -> tuple[str, ...]:
+    """Every job, highest priority first (squeue filters by name client-side anyway)."""
+    return ("squeue", "-h", "--sort=-p,i", "-o", SQUEUE_FORMAT)
 
-    ``lookup`` answers from the last ``squeue`` snapshot while it is younger than
-    ``max_age``; otherwise one refresh runs for every caller at once. A failed
-    refresh keeps the snapshot and records since when the controller is silent.
-    """
 
-    def __init__(self, argv: list[str], env: dict, timeout: float = 30):
-        self.argv = argv
-        self.env = env
-        self.timeout = timeout
-        self.snapshot: dict[str, JobView] = {}
-        self.fetched_at = float("-inf")  # monotonic time of the last good snapshot
-        self.attempted_at = float("-inf")
-        self.failing_since: float | None = None
-        self.calls = 0
-        self._submitted: dict[str, float] = {}
-        self._inflight: asyncio.Future | None = None
-
-    def note_submitted(self, job_id: str) -> None:
-        self._submitted[job_id] = time.monotonic()
-
-    async def _refresh(self) -> None:
-        self.calls += 1
-        self.attempted_at = time.monotonic()
-        started = self.attempted_at
-        code, out, err = await run_command(self.argv, env=self.env, timeout=self.timeout)
-        if code != 0:
-            if self.failing_since is None:
-                self.failing_since = started
-            raise ControllerSilent(err.strip().splitlines()[-1] if err.strip() else f"squeue exit {code}")
-        snap = {}
-        for line in out.splitlines():
-            parts = line.strip().split("|")
-            if len(parts) >= 3 and parts[0]:
-                snap[parts[0]] = JobView(parts[1], parts[2], parts[3] if len(parts) > 3 else "")
-        self.snapshot = snap
-        self.fetched_at = started
-        self.failing_since = None
-
-    async def lookup(self, job_id: str, *, max_age: float):
-        """The job's view, None if Slurm no longer lists it; raises ControllerSilent."""
-        now = time.monotonic()
-        stale = now - self.attempted_at >= max_age
-        unseen_new = job_id not in self.snapshot and self._submitted.get(job_id, float("-inf")) >= self.fetched_at
-        if self._inflight is not None and not self._inflight.done():
-            # a refresh is under way: its answer, not the older snapshot (after a hub restart
-            # the older snapshot is empty, and every session would look gone)
-            await asyncio.shield(self._inflight)
-        elif stale or unseen_new:
-            self._inflight = asyncio.ensure_future(self._refresh())
-            await asyncio.shield(self._inflight)
-        elif self.failing_since is not None:
-            raise ControllerSilent("the controller did not answer the last squeue")
-        return self.snapshot.get(job_id)
+def parse_squeue(text: str, job_name: str) -> dict[str, JobView]:
+    """``squeue -o SQUEUE_FORMAT`` output -> the views of the jobs named ``job_name``, by id."""
+    rows = []
+    for line in text.splitlines():
+        parts = line.strip().split("|", 4)
+        if len(parts) == 5 and parts[0]:
+            rows.append(parts)
+    pending = [r[0] for r in rows if r[1] == "PENDING"]
+    where = {jid: i + 1 for i, jid in enumerate(pending)}
+    return {
+        jid: JobView(state, host, reason, where.get(jid, 0), len(pending) if jid in where else 0)
+        for jid, state, host, reason, name in rows if name == job_name
+    }
 
 
 class ControllerSilent(Exception):
     """squeue did not answer (controller down, timeout)."""
 
 
+#: lookup's answer for a job submitted after the snapshot was taken
+NOT_YET = JobView("PENDING", "", "submitted; not yet listed by squeue")
+
+
+class SqueueMonitor:
+    """A shared, coalesced view of the hub's Slurm jobs.
+
+    ``lookup`` answers from the last ``squeue`` snapshot while it is younger than
+    ``max_age``; otherwise one refresh runs for every caller at once. A job
+    submitted after the snapshot was taken is reported :data:`NOT_YET` (not gone).
+    A failed refresh keeps the snapshot and records since when the controller is
+    silent. ``clock`` is injectable (tests).
+    """
+
+    def __init__(self, argv, env: dict, *, job_name: str = "daas-hub", timeout: float = 30,
+                 clock: Callable[[], float] = time.monotonic):
+        self.argv = list(argv)
+        self.env = env
+        self.job_name = job_name
+        self.timeout = timeout
+        self.clock = clock
+        self.snapshot: dict[str, JobView] = {}
+        self.fetched_at = float("-inf")  # clock time of the last good snapshot
+        self.attempted_at = float("-inf")
+        self.failing_since: float | None = None
+        self.calls = 0
+        self._submitted: dict[str, float] = {}
+        self._inflight: asyncio.Future | None = None
+        self._inflight_started = float("-inf")
+        self.run = run_command  # (argv, env=, timeout=) -> (code, out, err); tests script it
+
+    def note_submitted(self, job_id: str) -> None:
+        self._submitted[job_id] = self.clock()
+
+    async def _refresh(self) -> None:
+        self.calls += 1
+        started = self.attempted_at = self.clock()
+        code, out, err = await self.run(self.argv, env=self.env, timeout=self.timeout)
+        if code != 0:
+            if self.failing_since is None:
+                self.failing_since = started
+            raise ControllerSilent(err.strip().splitlines()[-1] if err.strip() else f"squeue exit {code}")
+        self.snapshot = parse_squeue(out, self.job_name)
+        self.fetched_at = started
+        self.failing_since = None
+        self._submitted = {j: t for j, t in self._submitted.items() if j not in self.snapshot and t >= started}
+
+    async def lookup(self, job_id: str, *, max_age: float, newer_than: float | None = None) -> JobView | None:
+        """The job's view, None if Slurm no longer lists it; raises ControllerSilent.
+
+        ``newer_than``: the answer must come from a squeue started at or after that
+        clock time (stop, after scancel).
+        """
+        now = self.clock()
+        wanted = now - max_age if newer_than is None else max(newer_than, now - max_age)
+        if self._inflight is not None and not self._inflight.done() and self._inflight_started >= wanted:
+            # a refresh is under way: its answer, not the older snapshot (after a hub restart
+            # the older snapshot is empty, and every session would look gone)
+            await asyncio.shield(self._inflight)
+        elif self.attempted_at <= wanted or (newer_than is not None and self.attempted_at < newer_than):
+            if self._inflight is None or self._inflight.done():
+                self._inflight_started = now
+                self._inflight = asyncio.ensure_future(self._refresh())
+            await asyncio.shield(self._inflight)
+        elif self.failing_since is not None:
+            raise ControllerSilent("the controller did not answer the last squeue")
+        view = self.snapshot.get(job_id)
+        if view is None and self._submitted.get(job_id, float("-inf")) >= self.fetched_at:
+            return NOT_YET
+        return view
+
+
 _MONITORS: dict[tuple, SqueueMonitor] = {}
 
 
-def monitor_for(argv: tuple[str, ...], env: dict) -> SqueueMonitor:
-    key = (argv, env.get("SLURM_CONF", ""))
+def monitor_for(argv: tuple[str, ...], env: dict, job_name: str) -> SqueueMonitor:
+    key = (argv, env.get("SLURM_CONF", ""), job_name)
     if key not in _MONITORS:
-        _MONITORS[key] = SqueueMonitor(list(argv), env)
+        _MONITORS[key] = SqueueMonitor(argv, env, job_name=job_name)
     return _MONITORS[key]
 
 
@@ -240,15 +288,28 @@ def parse_sinfo(text: str) -> list[PartitionFree]:
     return [PartitionFree(n, r[0], r[1], r[2], r[3], r[4]) for n, r in out.items()]
 
 
-async def free_per_partition(env: dict, timeout: float = 10) -> list[PartitionFree] | None:
-    """What is free now on the cluster, or None when sinfo does not answer."""
-    code, out, _ = await run_command(["sinfo", "-h", "-o", "%R|%a|%C|%e|%G"], env=env, timeout=timeout)
-    return parse_sinfo(out) if code == 0 else None
+def sinfo_fetcher(env: dict, timeout: float):
+    """An async function giving what is free per partition; raises RuntimeError when sinfo fails."""
+
+    async def fetch() -> tuple[PartitionFree, ...]:
+        code, out, err = await run_command(["sinfo", "-h", "-o", "%R|%a|%C|%e|%G"], env=env, timeout=timeout)
+        if code != 0:
+            raise RuntimeError(err.strip().splitlines()[-1] if err.strip() else f"sinfo exit {code}")
+        return tuple(parse_sinfo(out))
+
+    return fetch
 
 
-# -- the port report from the session (replaces batchspawner's handler, which setattr()s anything)
+_FIGURES: dict[str, BackgroundFigure] = {}
+
+
+# -- the port report from the session (batchspawner's own handler setattr()s anything posted)
 class SessionPortHandler(APIHandler):
-    """``POST /hub/api/batchspawner {"port": N}`` from the session's own token: sets the port only."""
+    """``POST /hub/api/batchspawner {"port": N}`` from the session's own token: sets the port only.
+
+    Registered by the configure step through ``c.JupyterHub.extra_handlers``
+    when the Slurm backend is enabled (:func:`daas_hub.config.apply_settings`).
+    """
 
     @web.authenticated
     def post(self):
@@ -270,10 +331,17 @@ class SessionPortHandler(APIHandler):
         self.finish(json.dumps({"message": "port recorded"}))
 
 
-apihandlers.default_handlers[:] = [
-    (pattern, SessionPortHandler if pattern == r"/api/batchspawner" else handler, *rest)
-    for pattern, handler, *rest in apihandlers.default_handlers
-]
+def _withdraw_batchspawner_handler() -> None:
+    """Undo batchspawner's import-time side effect: batchspawner/api.py appends its handler
+    (which ``setattr``s anything a session posts) to JupyterHub's API routes, ahead of every
+    ``extra_handlers`` entry. JupyterHub imports every ``jupyterhub.spawners`` entry point
+    (``daas-slurm`` among them) before it builds its routes, so this runs in time. Nothing is
+    added here: :class:`SessionPortHandler` comes from the configure step's extra_handlers.
+    """
+    apihandlers.default_handlers[:] = [h for h in apihandlers.default_handlers if h[1] is not BatchSpawnerAPIHandler]
+
+
+_withdraw_batchspawner_handler()
 
 
 class SlurmSpawner(SessionSetup, _BatchSlurmSpawner):
@@ -297,7 +365,7 @@ class SlurmSpawner(SessionSetup, _BatchSlurmSpawner):
     )
     job_name = Unicode(
         "daas-hub", config=True,
-        help="""Slurm job name of every session; the shared squeue lists the jobs by this name.""",
+        help="""Slurm job name of every session; the shared squeue snapshot picks the hub's jobs by this name.""",
     )
     extra_directives = List(
         Unicode(), config=True,
@@ -325,7 +393,18 @@ class SlurmSpawner(SessionSetup, _BatchSlurmSpawner):
     )
     squeue_interval = Float(
         0, config=True,
-        help="""Seconds a shared squeue snapshot is reused by every session's poll; 0: 0.9 x poll_interval.""",
+        help="""Seconds a shared squeue snapshot is reused by every running session's poll;
+        0: 0.9 x poll_interval.
+        """,
+    )
+    squeue_start_interval = Float(
+        2.0, config=True,
+        help="""Seconds a shared squeue snapshot is reused while sessions start (pending in the
+        queue or waiting for their node): start and progress read it. One squeue per this
+        interval for the whole hub, however many sessions wait. Example: ``5``.
+
+        .. versionadded:: 0.2
+        """,
     )
     squeue_jitter = Float(
         0.1, config=True,
@@ -338,6 +417,15 @@ class SlurmSpawner(SessionSetup, _BatchSlurmSpawner):
         """,
     )
     command_timeout = Float(30, config=True, help="""Seconds any Slurm command may take before it counts as failed.""")
+    sinfo_interval = Float(
+        60, config=True,
+        help="""Seconds the form's "free now on the cluster" figure stays fresh; it is refreshed
+        in the background (``sinfo``, bounded by ``command_timeout``), and the form says
+        "unknown" while there is no fresh figure. Example: ``120``.
+
+        .. versionadded:: 0.2
+        """,
+    )
 
     @default("submit_prefix")
     def _default_submit_prefix(self):
@@ -356,7 +444,8 @@ class SlurmSpawner(SessionSetup, _BatchSlurmSpawner):
     def _default_req_homedir(self):
         return self._home or ""
 
-    _reason = ""
+    _view: JobView | None = None
+    clock: Callable[[], float] = staticmethod(time.monotonic)  # tests inject their own
 
     def slurm_env(self) -> dict:
         env = {k: v for k, v in os.environ.items() if k in ("PATH", "SLURM_CONF", "LANG")}
@@ -365,6 +454,27 @@ class SlurmSpawner(SessionSetup, _BatchSlurmSpawner):
             env["SLURM_CONF"] = self.slurm_conf
         return env
 
+    # -- what is free on the cluster, for the form (a backend-provided, cached figure)
+    @classmethod
+    def cluster_figures(cls, config, log) -> ClusterFigures:
+        """What the cluster last said it has free, if fresh; never waits (see ``sinfo_interval``).
+
+        A class method: the form asks it with the hub's config, without building a spawner.
+        """
+        own = config.get(cls.__name__, {})
+        traits = cls.class_traits()
+        conf, interval, timeout = (own.get(n, traits[n].default_value)
+                                   for n in ("slurm_conf", "sinfo_interval", "command_timeout"))
+        env = {k: v for k, v in os.environ.items() if k in ("PATH", "SLURM_CONF", "LANG")}
+        env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
+        if conf:
+            env["SLURM_CONF"] = conf
+        key = env.get("SLURM_CONF", "")
+        if key not in _FIGURES:
+            _FIGURES[key] = BackgroundFigure(sinfo_fetcher(env, timeout), max_age=interval, timeout=timeout,
+                                             what="sinfo", log=log)
+        return ClusterFigures("slurm", _FIGURES[key].current())
+
     def user_env(self, env):
         # batchspawner looks the hub user up in pwd; the session runs as its own account
         env.update(self.session_env())
@@ -372,8 +482,7 @@ class SlurmSpawner(SessionSetup, _BatchSlurmSpawner):
 
     def get_env(self):
         env = super().get_env()
-        env[PLAN_ENV] = self._plan.to_json()
-        env["PATH"] = os.pathsep.join([self.session_bin, "/usr/local/bin", "/usr/bin", "/bin"])
+        env.update(self.session_paths())
         if self.slurm_conf:
             env["SLURM_CONF"] = self.slurm_conf
         return env
@@ -406,7 +515,7 @@ class SlurmSpawner(SessionSetup, _BatchSlurmSpawner):
         if self._order is None:
             raise refuse("The Slurm backend is started through the daas spawner's form.", reason="no-order")
         self._prepare_session(self._order.account, self._order.proposals)
-        return await super().start()
+        return await super().start()  # batchspawner's: submit, then query_job_status until running
 
     async def submit_batch_script(self):
         env = self.get_env()
@@ -427,62 +536,70 @@ class SlurmSpawner(SessionSetup, _BatchSlurmSpawner):
         return self.job_id
 
     def _monitor(self) -> SqueueMonitor:
-        argv = ("squeue", "-h", f"--name={self.job_name}", "-o", "%i|%T|%B|%r")
-        m = monitor_for(argv, self.slurm_env())
+        m = monitor_for(squeue_argv(), self.slurm_env(), self.job_name)
         m.timeout = self.command_timeout
+        m.clock = self.clock
         return m
 
-    async def query_job_status(self):
-        """This job's state (start and stop); polling uses the shared monitor instead."""
-        if not self.job_id:
-            self.job_status = ""
-            return JobStatus.NOTFOUND
-        code, out, err = await run_command(
-            ["squeue", "-h", "-j", self.job_id, "-o", "%T %B|%r"], env=self.slurm_env(), timeout=self.command_timeout,
-        )
-        if code == 0:
-            line = out.strip()
-            status, _, self._reason = line.partition("|")
-            self.job_status = status
-        elif "Invalid job id" in err:
-            self.job_status = ""
+    def _max_age(self) -> float:
+        """How old a snapshot this session accepts: short while it starts, the poll interval once running."""
+        if self._view is None or self._view.state != "RUNNING":
+            interval = self.squeue_start_interval
         else:
-            self.log.warning("squeue for job %s failed: %s", self.job_id, err.strip()[-300:])
+            interval = self.squeue_interval or 0.9 * self.poll_interval
+        return interval * (1 - random.uniform(0, self.squeue_jitter))
+
+    def _apply(self, view: JobView | None) -> None:
+        self._view = view
+        self.job_status = f"{view.state} {view.host}" if view is not None else ""
+
+    async def query_job_status(self, *, newer_than: float | None = None):
+        """batchspawner's hook, answered from the shared snapshot (start, poll and stop call it)."""
+        if not self.job_id:
+            self._apply(None)
+            return JobStatus.NOTFOUND
+        try:
+            view = await self._monitor().lookup(self.job_id, max_age=self._max_age(), newer_than=newer_than)
+        except ControllerSilent as e:
+            self._silent = str(e)
             return JobStatus.UNKNOWN
+        self._apply(view)
         if self.state_isrunning():
             return JobStatus.RUNNING
         if self.state_ispending():
             return JobStatus.PENDING
         return JobStatus.NOTFOUND
 
+    def state_gethost(self):
+        return self._view.host if self._view is not None else ""
+
+    _silent = ""
+
     async def poll(self):
         if not self.job_id:
             return 0
-        interval = self.squeue_interval or 0.9 * self.poll_interval
-        max_age = interval * (1 - random.uniform(0, self.squeue_jitter))
-        monitor = self._monitor()
-        try:
-            view = await monitor.lookup(self.job_id, max_age=max_age)
-        except ControllerSilent as e:
-            silent = time.monotonic() - (monitor.failing_since or time.monotonic())
+        status = await self.query_job_status()
+        if status is JobStatus.UNKNOWN:
+            monitor = self._monitor()
+            silent = monitor.clock() - (monitor.failing_since if monitor.failing_since is not None else monitor.clock())
             if silent < self.controller_grace:
                 self.log.warning("Slurm controller silent for %.0f s (%s); keeping %s as it was",
-                                 silent, e, self._log_name)
+                                 silent, self._silent, self._log_name)
                 return None
             self.log.warning("Slurm controller silent for %.0f s, longer than controller_grace; "
                              "reporting %s stopped", silent, self._log_name)
             self.clear_state()
             return 1
-        if view is None:
-            self.log.info("Slurm job %s of %s is gone", self.job_id, self._log_name)
+        if status is JobStatus.NOTFOUND:
+            self.log.info("Slurm job %s of %s is gone (%s)", self.job_id, self._log_name,
+                          self._view.state if self._view is not None else "no longer listed")
             self.clear_state()
             return 1
-        self.job_status = f"{view.state} {view.host}"
-        self._reason = view.reason
-        if self.state_isrunning() or self.state_ispending():
-            return None
-        self.clear_state()
-        return 1
+        return None
+
+    def clear_state(self):
+        super().clear_state()
+        self._view = None
 
     async def cancel_batch_job(self):
         code, _, err = await run_command(["scancel", self.job_id], env=self.slurm_env(), timeout=self.command_timeout)
@@ -492,36 +609,40 @@ class SlurmSpawner(SessionSetup, _BatchSlurmSpawner):
                                 reason="scancel", status_code=503)
 
     async def stop(self, now=False):
+        """Cancel, then wait (up to 10 s) for squeue to stop listing the job; stops share their squeue."""
         if not self.job_id:
             return  # nothing to cancel: the job vanished and the state was cleared
-        await super().stop(now=now)
-
-    async def _queue_position(self) -> str:
-        code, out, _ = await run_command(
-            ["squeue", "-h", "-t", "PD", "--sort=-p,i", "-o", "%i"], env=self.slurm_env(), timeout=self.command_timeout,
-        )
-        ids = out.split() if code == 0 else []
-        if self.job_id in ids:
-            return f", position {ids.index(self.job_id) + 1} of {len(ids)} pending"
-        return ""
+        self.log.info("Stopping Slurm job %s of %s", self.job_id, self._log_name)
+        await self.cancel_batch_job()
+        if now:
+            return
+        for _ in range(10):
+            asked = self._monitor().clock()
+            if await self.query_job_status(newer_than=asked) not in (JobStatus.RUNNING, JobStatus.UNKNOWN):
+                return
+            await asyncio.sleep(1)
+        self.log.warning("Slurm job %s of %s is still listed 10 s after scancel", self.job_id, self._log_name)
 
     async def progress(self):
+        """Job, state, queue position and pending reason, from the snapshot start keeps fresh."""
         said = None
-        start = time.monotonic()
+        start = self.clock()
         while True:
+            view = self._view
             if not self.job_id:
                 msg = "Submitting the session to Slurm"
             elif self.state_isrunning():
-                host = self.job_status.split()[-1] if self.job_status.split() else "?"
-                yield {"message": f"Slurm job {self.job_id} is running on {host}; waiting for JupyterLab to answer"}
+                yield {"message": f"Slurm job {self.job_id} is running on {self.state_gethost() or '?'}; "
+                                  "waiting for JupyterLab to answer"}
                 return
-            elif self.state_ispending():
-                reason = self._reason or "none given"
-                msg = f"Slurm job {self.job_id} is pending (reason: {reason}{await self._queue_position()})"
+            elif self.state_ispending() and view is not None and view is not NOT_YET:
+                where = f", position {view.position} of {view.pending} pending" if view.position else ""
+                msg = f"Slurm job {self.job_id} is pending (reason: {view.reason or 'none given'}{where})"
             else:
                 msg = f"Slurm job {self.job_id} submitted; waiting for its state"
-            if time.monotonic() - start > 60:
-                msg += f" - waiting for {int(time.monotonic() - start)} s"
+            waited = self.clock() - start
+            if waited > 60:
+                msg += f" - waiting for {int(waited)} s"
             if msg != said:
                 said = msg
                 yield {"message": msg}

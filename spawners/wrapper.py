@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import os
 from importlib import resources
 
 import jinja2
@@ -26,24 +25,20 @@ from tornado import web
 from traitlets import Any, Dict, List, Unicode, default, observe, validate
 from traitlets.utils.importstring import import_item
 
-from daas_hub.errors import reference, with_reference
-from daas_hub.options import (
-    NO_PROPOSAL,
-    OPTION_NAMES,
-    OptionError,
-    SessionRequest,
-    SpawnContext,
-    validate_options,
-)
+from daas_hub.errors import SettingsError
+from daas_hub.options import OptionError, SessionRequest, SpawnContext, validate_options
 from daas_hub.profiles import load_catalogue
-from daas_hub.quotas import DEFAULT_ROLE_QUOTAS, GIB, QUOTA_ROLES, Quota, available, quota_role, total
+from daas_hub.quotas import (
+    QUOTA_ROLES,
+    check_proposal_quotas,
+    check_role_quotas,
+    ledger,
+    quota_role,
+    quota_table,
+)
+from daas_hub.spawn_form import form_context, query_options
 
-from .common import SessionOrder, checked_account, policy_for, refuse, refuse_logged
-
-try:  # the Slurm backend must replace batchspawner's port handler before the hub builds its routes
-    from . import slurm as _slurm  # noqa: F401
-except ImportError:  # pragma: no cover - batchspawner not installed: no Slurm backend
-    _slurm = None
+from .common import SessionOrder, checked_account, policy_for, refuse, refuse_logged, shown_error
 
 #: attributes the hub sets on its spawner during a spawn, which the child needs too
 FORWARDED = ("api_token", "port", "admin_access", "cert_paths")
@@ -68,13 +63,6 @@ def _form_template() -> jinja2.Template:
     text = resources.files("daas_hub").joinpath("templates/options_form.html").read_text()
     env = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=True)
     return env.from_string(text)
-
-
-def _plain(value):
-    """A user_options value as one string (forms send lists)."""
-    if isinstance(value, list | tuple) and len(value) == 1:
-        value = value[0]
-    return value if isinstance(value, str | int | float) and not isinstance(value, bool) else None
 
 
 class DaasSpawner(Spawner):
@@ -162,6 +150,7 @@ class DaasSpawner(Spawner):
     def _default_options_from_form(self):
         return self._options_from_form
 
+    # -- settings, checked when loaded (a typo names the setting), parsed once
     @validate("backends")
     def _check_backends(self, proposal):
         unknown = [b for b in proposal.value if b not in self.backend_classes]
@@ -172,10 +161,42 @@ class DaasSpawner(Spawner):
             )
         return proposal.value
 
+    @validate("role_quotas")
+    def _check_role_quotas(self, proposal):
+        check_role_quotas(proposal.value)
+        return proposal.value
+
+    @validate("proposal_quotas")
+    def _check_proposal_quotas(self, proposal):
+        check_proposal_quotas(proposal.value)
+        return proposal.value
+
+    @validate("profiles_enabled")
+    def _check_profiles_enabled(self, proposal):
+        # config loads under hold_trait_notifications: profile_catalogue is already set here
+        try:
+            _catalogue(self.profile_catalogue, tuple(proposal.value))
+        except SettingsError as e:
+            raise ValueError(f"DaasSpawner.profiles_enabled: {e.problem}; {e.fix}") from None
+        return proposal.value
+
+    @observe("role_quotas", "proposal_quotas")
+    def _quotas_changed(self, change):
+        self._quota_table = None
+
+    _quota_table = None
+
+    @property
+    def quotas(self):
+        """The quota settings, parsed once (:class:`daas_hub.quotas.QuotaTable`)."""
+        if self._quota_table is None:
+            self._quota_table = quota_table(self.role_quotas, self.proposal_quotas)
+        return self._quota_table
+
     # -- state: the child's own, nested under one key
     child_backend = Unicode("")
     child_state = Dict()
-    session_options = Dict()  # the checked request, canonical form
+    session_options = Dict()  # the checked request, canonical form (SessionRequest.to_options)
     child_spawner = Any(None)
 
     def __init__(self, **kwargs):
@@ -215,18 +236,21 @@ class DaasSpawner(Spawner):
         if self.child_spawner is not None:
             setattr(self.child_spawner, change.name, change.new)
 
-    def construct_child(self, backend: str):
-        """Build (once) the child spawner for ``backend``, restoring its saved state."""
-        if self.child_spawner is not None and self.child_backend == backend:
-            return self.child_spawner
+    def _backend_class(self, backend: str):
         try:
-            cls = import_item(self.backend_classes[backend])
+            return import_item(self.backend_classes[backend])
         except (KeyError, ImportError) as e:
             raise refuse_logged(
                 self.log, f'The backend "{backend}" is not available on this hub. Contact {self.contact}.',
                 detail=f"cannot load the {backend!r} backend class: {type(e).__name__}: {e}", reason="backend",
                 status_code=400,
             ) from None
+
+    def construct_child(self, backend: str):
+        """Build (once) the child spawner for ``backend``, restoring its saved state."""
+        if self.child_spawner is not None and self.child_backend == backend:
+            return self.child_spawner
+        cls = self._backend_class(backend)
         child = cls(**{**self._child_kwargs, "config": self.config, "user_options": {}})
         child.clear_state()  # a fresh child, not whatever the hub passed to us
         if self.child_backend == backend and self.child_state:
@@ -238,185 +262,124 @@ class DaasSpawner(Spawner):
         self.child_spawner = child
         return child
 
-    # -- what the person may ask for
-    def _quota_for(self, roles) -> Quota:
-        role = quota_role(roles)
-        written = {**DEFAULT_ROLE_QUOTAS, **self.role_quotas}
-        fallback = Quota.from_dict(DEFAULT_ROLE_QUOTAS[role], where=f"built-in quota {role}")
-        return Quota.from_dict(written.get(role, {}), fallback=fallback, where=f"DaasSpawner.role_quotas.{role}")
-
-    def _other_sessions(self) -> tuple[SessionRequest, ...]:
+    # -- what the person runs and may ask for
+    def live_requests(self, *, others_only: bool) -> list[tuple[str, SessionRequest]]:
+        """The user's live sessions as (server name, request); a malformed stored request is logged, skipped."""
         out = []
         for name, sp in self.user.spawners.items():
-            if sp is self or name == self.name or not sp.active:
+            if others_only and (sp is self or name == self.name):
                 continue
-            opts = getattr(sp, "session_options", None) or {}
-            if not opts:
+            opts = getattr(sp, "session_options", None)
+            if not sp.active or not opts:
                 continue
             try:
-                out.append(SessionRequest(
-                    proposal=None if opts["proposal"] == NO_PROPOSAL else opts["proposal"],
-                    profile=opts["profile"], backend=opts["backend"], cpu=int(opts["cpu"]),
-                    memory=int(float(opts["memory"]) * GIB), gpu=int(opts["gpu"]), hours=float(opts["hours"]),
-                ))
-            except (KeyError, TypeError, ValueError):
-                self.log.warning("Server %s has unreadable session options; not counted", sp._log_name)
-        return tuple(out)
+                out.append((name, SessionRequest.from_options(opts)))
+            except ValueError as e:
+                self.log.warning("Server %s has an unreadable stored request (%s); not counted", sp._log_name, e)
+        return out
 
-    async def spawn_context(self) -> tuple[SpawnContext, object, list]:
+    async def spawn_context(self) -> SpawnContext:
         account, proposals = await checked_account(self.user, self.policy, status_code=403)
-        staff_without_proposal = self.policy.staff_without_proposal
-        proposal_quotas = {}
-        for pid, q in self.proposal_quotas.items():
-            proposal_quotas[pid] = Quota.from_dict(q, fallback=self._quota_for(account.roles),
-                                                   where=f"DaasSpawner.proposal_quotas.{pid}")
-        ctx = SpawnContext(
+        return SpawnContext(
             account=account,
             proposals=tuple(proposals),
             catalogue=_catalogue(self.profile_catalogue, tuple(self.profiles_enabled)),
             backends=tuple(self.backends),
-            quota=self._quota_for(account.roles),
-            proposal_quotas=proposal_quotas,
-            others=self._other_sessions(),
-            staff_without_proposal=staff_without_proposal,
+            quota=self.quotas.for_roles(account.roles),
+            proposal_quotas=self.quotas.proposal_quotas(account.roles),
+            others=tuple(r for _, r in self.live_requests(others_only=True)),
+            staff_without_proposal=self.policy.staff_without_proposal,
         )
-        return ctx, account, proposals
 
-    async def check_options(self, raw) -> tuple[SessionRequest, SpawnContext, object, list]:
-        ctx, account, proposals = await self.spawn_context()
+    async def check_options(self, raw) -> tuple[SessionRequest, SpawnContext]:
+        ctx = await self.spawn_context()
         if isinstance(raw, dict):
             raw = {k: v for k, v in raw.items() if k != "_xsrf"}
         try:
-            return validate_options(raw, ctx), ctx, account, proposals
+            return validate_options(raw, ctx), ctx
         except OptionError as e:
             raise refuse(option_refusal(e), reason="options") from None
 
     async def _options_from_form(self, form_data):
-        request, *_ = await self.check_options(form_data)
+        request, _ = await self.check_options(form_data)
         return request.to_options()
 
     async def options_from_query(self, query_data):
         return await self._options_from_form(query_data)
 
     # -- the form
-    def _prefill(self, ctx: SpawnContext) -> dict:
-        """Defaults, overridden by the last choice, overridden by a permalink's query."""
-        values = dict(ctx.defaults())
-        last = dict(self.orm_spawner.user_options or {}) if self.orm_spawner is not None else {}
-        if not last:
-            for sp in self.user.spawners.values():
-                if sp is not self and getattr(sp, "orm_spawner", None) is not None and sp.orm_spawner.user_options:
-                    last = dict(sp.orm_spawner.user_options)
-        handler = getattr(self, "handler", None)
-        query = {}
-        if handler is not None:
-            for key, vals in handler.request.query_arguments.items():
-                name = key[4:] if key.startswith("opt-") else key
-                if name in OPTION_NAMES and vals:
-                    query[name] = vals[-1].decode("utf8", "replace")
-        for source in (last, query):
-            for name in OPTION_NAMES:
-                value = _plain(source.get(name))
-                if value is not None:
-                    values[name] = value
-        return values
+    async def login_guard(self) -> None:
+        """The login's spawn guard (conditions of use), before the form is shown.
+
+        JupyterHub calls ``Authenticator.pre_spawn_start`` only when a server
+        starts; the form calls it here, once, so a person who may not start
+        (conditions not accepted) sees the login's refusal instead of a form.
+        """
+        await maybe_future(self.authenticator.pre_spawn_start(self.user, self))
+
+    def _last_choice(self) -> dict:
+        """This server's last options, else those of any other server of the user."""
+        if self.orm_spawner is not None and self.orm_spawner.user_options:
+            return dict(self.orm_spawner.user_options)
+        for sp in self.user.spawners.values():
+            if sp is not self and getattr(sp, "orm_spawner", None) is not None and sp.orm_spawner.user_options:
+                return dict(sp.orm_spawner.user_options)
+        return {}
+
+    def cluster_figures(self):
+        """What the first enabled batch backend last said is free (cached; never waits), or None."""
+        for backend in self.backends:
+            try:
+                cls = self._backend_class(backend)
+            except web.HTTPError:
+                continue
+            figures = getattr(cls, "cluster_figures", None)
+            if figures is not None:
+                return figures(self.config, self.log)
+        return None
 
     async def render_options_form(self) -> str:
         try:
-            # the login's own spawn guard (e.g. conditions of use) first: no form for who may not start
-            await maybe_future(self.authenticator.pre_spawn_start(self.user, self))
-            ctx, account, _ = await self.spawn_context()
-        except Exception as e:  # noqa: BLE001 - shown in the form, never a 500
-            return f'<p class="alert alert-danger">{escape(self._form_refusal(e))}</p>'
-        quota, used = ctx.quota, ctx.used()
-        left = available(quota, used)
-        proposals = [{"id": p.id, "title": p.title, "instrument": p.instrument}
-                     for p in ctx.selectable_proposals()]
-        profiles = []
-        for p in ctx.catalogue.profiles:
-            backends = ctx.backends_for(p)
-            if not backends:
-                continue
-            profiles.append({
-                "slug": p.slug, "name": p.name, "description": p.description,
-                "instruments": list(p.instruments), "backends": backends,
-                "default": {"cpu": int(p.default.cpu), "memory": p.default.memory / GIB,
-                            "gpu": p.default.gpu, "hours": p.default.hours},
-                "max": {"cpu": int(p.max.cpu), "memory": p.max.memory / GIB, "gpu": p.max.gpu, "hours": p.max.hours},
-            })
-        cluster = await self._cluster_free()
-        return _form_template().render(
-            cluster=cluster,
+            await self.login_guard()
+            ctx = await self.spawn_context()
+        except Exception as e:  # noqa: BLE001 - one way to log and show: never a 500, never str(e)
+            message = shown_error(e, log=self.log, server=self._log_name, doing="Preparing the form",
+                                  contact=self.contact)
+            return f'<p class="alert alert-danger">{escape(message)}</p>'
+        handler = getattr(self, "handler", None)
+        context = form_context(
+            ctx, last=self._last_choice(),
+            query=query_options(handler.request.query_arguments) if handler is not None else {},
+            cluster=self.cluster_figures(),
             quota_url=url_path_join(self.hub.base_url if self.hub else "/hub/", "quota"),
-            proposals=proposals,
-            no_proposal=ctx.no_proposal_allowed,
-            no_proposal_value=NO_PROPOSAL,
-            profiles=profiles,
-            values=self._prefill(ctx),
-            role=quota_role(account.roles),
-            quota=quota, used=used, left=left, gib=GIB,
-            others=[o.to_options() for o in ctx.others],
         )
-
-    def _form_refusal(self, e: Exception) -> str:
-        """What the form says instead of itself: a refusal's own sentence, else a reference."""
-        message = getattr(e, "jupyterhub_message", None)
-        if message:
-            return message
-        ref = reference()
-        self.log.error("[%s] the spawn form for %s failed: %s: %s", ref, self._log_name, type(e).__name__, e)
-        return with_reference(f"The form cannot be shown right now. Contact {self.contact} if this persists.", ref)
-
-    async def _cluster_free(self):
-        """Slurm: free CPUs and memory per partition (sinfo), for the form; None if not offered."""
-        if "slurm" not in self.backends or _slurm is None:
-            return None
-        env = {k: v for k, v in os.environ.items() if k in ("PATH", "SLURM_CONF", "LANG")}
-        conf = self.config.get("SlurmSpawner", {}).get("slurm_conf")
-        if conf:
-            env["SLURM_CONF"] = conf
-        return await _slurm.free_per_partition(env) or []
+        return _form_template().render(**context)
 
     async def quota_summary(self) -> dict:
-        """For the quota page: the role, the quota, what is used and what is left."""
-        ctx, account, _ = await self.spawn_context()
-        everything = total(self._all_live())
-        quota = ctx.quota
+        """For the quota page: the role, the quota, what every live session uses and what is left."""
+        ctx = await self.spawn_context()
+        live = self.live_requests(others_only=False)
+        book = ledger(ctx.quota, (r for _, r in live))
         return {
-            "role": quota_role(account.roles),
+            "role": quota_role(ctx.account.roles),
             "roles": QUOTA_ROLES,
-            "quota": quota,
-            "used": everything,
-            "left": available(quota, everything),
+            "quota": book.quota,
+            "used": book.used,
+            "left": book.left,
             "proposal_quotas": ctx.proposal_quotas,
-            "sessions": [
-                {"server": name or "(default)", **opts}
-                for name, opts in self._all_live_named()
-            ],
+            "sessions": [{"server": name or "(default)", **r.to_options()} for name, r in live],
         }
-
-    def _all_live_named(self):
-        for name, sp in self.user.spawners.items():
-            opts = getattr(sp, "session_options", None)
-            if sp.active and opts:
-                yield name, opts
-
-    def _all_live(self):
-        for _, opts in self._all_live_named():
-            yield SessionRequest(None if opts["proposal"] == NO_PROPOSAL else opts["proposal"], opts["profile"],
-                                 opts["backend"], int(opts["cpu"]), int(float(opts["memory"]) * GIB),
-                                 int(opts["gpu"]), float(opts["hours"]))
 
     # -- lifecycle, forwarded to the child
     async def start(self):
-        request, ctx, account, proposals = await self.check_options(self.user_options or {})
+        request, ctx = await self.check_options(self.user_options or {})
         profile = ctx.catalogue.get(request.profile)
         if self.child_spawner is not None and self.child_backend != request.backend:
             self.child_spawner = None
             self.child_state = {}
         child = self.construct_child(request.backend)
         self.session_options = request.to_options()
-        child.configure_session(SessionOrder(request, profile, account, tuple(proposals)))
+        child.configure_session(SessionOrder(request, profile, ctx.account, ctx.proposals))
         self.log.info("Starting %s: %s", self._log_name, ", ".join(f"{k}={v}" for k, v in self.session_options.items()))
         try:
             return await child.start()
@@ -425,12 +388,9 @@ class DaasSpawner(Spawner):
         except (TimeoutError, asyncio.CancelledError):
             raise
         except Exception as e:
-            self.log.exception("The %s backend failed to start %s", request.backend, self._log_name)
-            raise refuse_logged(
-                self.log, f"The session could not start on {request.backend}. Please try again; "
-                f"contact {self.contact} if this persists.",
-                detail=f"{self._log_name}: {type(e).__name__}: {e}", reason="backend-error", status_code=500,
-            ) from None
+            message = shown_error(e, log=self.log, server=self._log_name,
+                                  doing=f"Starting the session on {request.backend}", contact=self.contact)
+            raise refuse(message, reason="backend-error", status_code=500) from None
 
     def _existing_child(self):
         if self.child_spawner is not None:
@@ -459,4 +419,3 @@ class DaasSpawner(Spawner):
             return
         async for event in self.child_spawner.progress():
             yield event
-

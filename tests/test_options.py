@@ -156,3 +156,59 @@ def test_quota_from_settings_names_the_bad_key():
         Quota.from_dict({"cpus": 4}, fallback=Quota(1, 1, 1, 0, 1), where="role_quotas.user")
     with pytest.raises(ValueError, match="memory = 'lots' is not a number or size"):
         Quota.from_dict({"memory": "lots"}, fallback=Quota(1, 1, 1, 0, 1))
+
+
+# -- stored requests read back (SessionRequest.from_options)
+def test_stored_request_round_trips():
+    r = validate_options(GOOD, ctx())
+    assert SessionRequest.from_options(r.to_options()) == r
+    staff = validate_options({"proposal": NO_PROPOSAL, "profile": "tomography"}, ctx(roles=("staff",)))
+    assert SessionRequest.from_options(staff.to_options()).proposal is None
+
+
+@pytest.mark.parametrize("stored", [
+    {}, [], "MX-1001", {**GOOD, "cpu": "four"}, {k: v for k, v in GOOD.items() if k != "hours"},
+    {**GOOD, "memory": None},
+], ids=["empty", "list", "text", "bad-cpu", "missing-hours", "memory-none"])
+def test_malformed_stored_request_is_a_value_error(stored):
+    with pytest.raises(ValueError):
+        SessionRequest.from_options(stored)
+
+
+# -- the site's quota settings, checked once (what DaasSpawner's @validate runs)
+from daas_hub.quotas import check_proposal_quotas, check_role_quotas, ledger, quota_table  # noqa: E402
+
+BAD_QUOTAS = [
+    ("unknown-role", {"admins": {"cpu": 4}}, "DaasSpawner.role_quotas.admins: unknown role; roles: staff"),
+    ("typo-key", {"user": {"cpus": 4}}, "DaasSpawner.role_quotas.user.cpus: unknown key; use sessions, cpu"),
+    ("bad-memory", {"user": {"memory": "lots"}}, "DaasSpawner.role_quotas.user.memory = 'lots' is not a number"),
+    ("negative", {"staff": {"gpu": -1}}, "DaasSpawner.role_quotas.staff.gpu must not be negative"),
+    ("not-a-mapping", {"user": 4}, "DaasSpawner.role_quotas.user must be a mapping"),
+    ("bool", {"user": {"sessions": True}}, "DaasSpawner.role_quotas.user.sessions = True is not a number"),
+]
+
+
+@pytest.mark.parametrize(("written", "message"), [c[1:] for c in BAD_QUOTAS], ids=[c[0] for c in BAD_QUOTAS])
+def test_role_quota_typos_name_the_setting(written, message):
+    with pytest.raises(ValueError) as info:
+        check_role_quotas(written)
+    assert str(info.value).startswith(message), str(info.value)
+
+
+def test_proposal_quota_typos_name_the_setting():
+    with pytest.raises(ValueError, match=r"^DaasSpawner.proposal_quotas.MX-1001.gpus: unknown key"):
+        check_proposal_quotas({"MX-1001": {"gpus": 1}})
+
+
+def test_quota_table_fills_in_built_in_values_and_the_role_quota():
+    table = quota_table({"user": {"cpu": 8}}, {"MX-1001": {"sessions": 1}})
+    assert table.for_roles(()) == Quota(2, 8, 64 * GIB, 1, 24)
+    assert table.for_roles(("staff",)) == Quota.from_dict(DEFAULT_ROLE_QUOTAS["staff"])
+    assert table.proposal_quotas(()) == {"MX-1001": Quota(1, 8, 64 * GIB, 1, 24)}
+    assert table.proposal_quotas(("staff",))["MX-1001"] == Quota(1, 64, 256 * GIB, 4, 96)
+
+
+def test_ledger_sums_live_sessions_and_never_goes_negative():
+    book = ledger(Quota(2, 4, 8 * GIB, 0, 8), _busy(3, cpu=2))
+    assert (book.used.sessions, book.used.cpu, book.used.memory) == (3, 6, 12 * GIB)
+    assert (book.left.sessions, book.left.cpu, book.left.memory, book.left.hours) == (0, 0, 0, 0)

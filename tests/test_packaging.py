@@ -69,6 +69,19 @@ def test_imports_and_entry_points(clean_venv):
     assert (clean_venv / "bin/daas-hub").exists() and (clean_venv / "bin/daas-hub-session").exists()
 
 
+def test_spawn_refusals_keep_status_and_log_message_on_jupyterhub_5(clean_venv):
+    """JupyterHub 5.5 has no SpawnException (added in 6.0): daas-hub's fallback keeps both."""
+    code = (
+        "from daas_hub.spawners import common\n"
+        "assert common.SpawnException is common.CompatSpawnException\n"
+        "e = common.refuse('The cluster is full.', reason='capacity', status_code=503, log_message='sbatch said 503')\n"
+        "print(e.status_code, e.reason, '|', e.jupyterhub_message, '|', e.log_message, '|', e.get_message())\n"
+    )
+    out = subprocess.run([str(clean_venv / "bin/python"), "-c", code], capture_output=True, text=True,
+                         check=True, cwd="/").stdout
+    assert out.strip() == "503 capacity | The cluster is full. | sbatch said 503 | sbatch said 503"
+
+
 @pytest.mark.hub
 def test_demo_on_jupyterhub_5(clean_venv):
     """Login, spawn and the proposals folder on JupyterHub 5.5 (z2jh 4.4.0's hub)."""

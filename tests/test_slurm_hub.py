@@ -109,8 +109,10 @@ def server_gone(hub, user, server=""):
 
 def test_spawn_through_the_form_runs_a_slurm_job_with_the_chosen_resources(slurm_hub, cluster):
     session = login(slurm_hub, "alice")
-    page = session.get(f"{slurm_hub.url}/hub/spawn", timeout=60).text
-    assert re.search(r"debug \(up\): \d+ of 8 CPUs idle, [0-9.]+ GiB free, gpu:1", page), "sinfo in the form"
+    # the form never waits for sinfo: "unknown" until the background figure arrives
+    figure = r"debug \(up\): \d+ of 8 CPUs idle, [0-9.]+ GiB free, gpu:1"
+    wait_until(lambda: re.search(figure, session.get(f"{slurm_hub.url}/hub/spawn", timeout=60).text),
+               timeout=60, interval=1, what="sinfo's figure in the form")
     form = slurm_hub.spawn_form(session, "alice")
     assert form["backend"] == "slurm" and form["proposal"] == "MX-1001"
     r = slurm_hub.submit_form(session, "alice", profile="diffraction", cpu=2, memory=3, gpu=1, hours=1.5)
@@ -232,22 +234,53 @@ def test_progress_shows_the_job_the_queue_position_and_the_pending_reason(slurm_
     slurm_hub.stop_server("alice")
 
 
-# last: it stops the module's hub
-def test_hub_restart_finds_the_running_session(slurm_hub, slurm_site, cluster):
-    session = login(slurm_hub, "alice")
-    assert slurm_hub.submit_form(session, "alice", cpu=1, memory=1).status_code == 200
-    slurm_hub.wait_ready("alice", timeout=180)
-    # the hub's API address stays (the session calls it); cleanup_servers=False: the job keeps running
-    hub_bind = re.search(r"hub_bind_url = '([^']+)'", (slurm_site / "test_jupyterhub_config.py").read_text()).group(1)
-    stop_process(slurm_hub.proc, timeout=60)
-    assert len(our_jobs(cluster)) == 1
-    again = start_hub(slurm_site, extra_args=[*HUB_ARGS, f"--JupyterHub.hub_bind_url={hub_bind}"])
+def test_port_reports_go_to_the_daas_handler_not_batchspawners(slurm_hub):
+    """batchspawner's /hub/api/batchspawner handler sets any posted attribute (201 for any token);
+    ours, registered through extra_handlers, refuses a token that belongs to no server."""
+    r = slurm_hub.api("POST", "/batchspawner", json={"port": 8888})
+    assert r.status_code == 403 and "belongs to no server" in r.text, r.text
+
+
+def test_hub_restart_finds_the_running_session(cluster, output_dir):
+    """Its own site and hub (stopped and started again here): passes alone and in any order."""
+    from daas_hub.demo import ensure_demo_site
+
+    site = make_world_dir("daas-hub-slurmrestart-")
     try:
-        model = again.wait_ready("alice", timeout=60)
-        assert model["servers"][""]["ready"]
-        assert again.server_api("alice", "GET", "/contents").status_code == 200
-        again.stop_server("alice")
-        assert not our_jobs(cluster)
+        ensure_demo_site(site)
+        slurm_catalogue(site / "profiles.yaml")
+        doc = yaml.safe_load((site / "site.yaml").read_text())
+        doc["profiles"]["catalogue"] = "profiles.yaml"
+        doc["spawner"].update(backend="slurm", backends=["slurm", "local"])
+        doc["spawner"]["slurm"] = {"slurm_conf": str(cluster.conf), "run_as": "daas-demo", "home_root": "homes",
+                                   "partition": "debug"}
+        (site / "site.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
+        first = start_hub(site, extra_args=HUB_ARGS)
+        try:
+            session = login(first, "alice")
+            assert first.submit_form(session, "alice", cpu=1, memory=1).status_code == 200
+            first.wait_ready("alice", timeout=180)
+            (job,) = [j for j in our_jobs(cluster) if "daas-demo" in job_details(cluster, j[0])
+                      and str(site) in job_details(cluster, j[0])]
+        finally:
+            # the hub's API address stays (the session calls it); cleanup_servers=False: the job keeps running
+            hub_bind = re.search(r"hub_bind_url = '([^']+)'",
+                                 (site / "test_jupyterhub_config.py").read_text()).group(1)
+            stop_process(first.proc, timeout=60)
+            shutil.copy(first.log, output_dir / "hub-before-restart.log")
+        assert job[0] in [j[0] for j in our_jobs(cluster)]
+        again = start_hub(site, extra_args=[*HUB_ARGS, f"--JupyterHub.hub_bind_url={hub_bind}"])
+        try:
+            model = again.wait_ready("alice", timeout=60)
+            assert model["servers"][""]["ready"]
+            assert again.server_api("alice", "GET", "/contents").status_code == 200
+            again.stop_server("alice")
+            assert job[0] not in [j[0] for j in our_jobs(cluster)]
+        finally:
+            stop_process(again.proc, timeout=60)
+            shutil.copy(again.log, output_dir / "hub-after-restart.log")
     finally:
-        stop_process(again.proc, timeout=60)
-        shutil.copy(again.log, slurm_site / "hub-after-restart.log")
+        for j in our_jobs(cluster):
+            if str(site) in job_details(cluster, j[0]):
+                cluster.run("scancel", j[0], check=False)
+        shutil.rmtree(site, ignore_errors=True)

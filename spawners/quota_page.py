@@ -1,8 +1,9 @@
 """The quota page, ``/hub/quota``: a person's quota, what they use, what is left.
 
-A JupyterHub page handler. It asks the person's spawner for the figures
-(``quota_summary()``, which :class:`daas_hub.spawners.wrapper.DaasSpawner` has),
-so this module imports none of the plug-in packages.
+A JupyterHub page handler (the hub side; the ledger itself is pure,
+:func:`daas_hub.quotas.ledger`). It asks the person's spawner for the figures
+(``quota_summary()``, which :class:`daas_hub.spawners.wrapper.DaasSpawner` has).
+The configure step registers it (``c.JupyterHub.extra_handlers``).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 from jupyterhub.handlers.base import BaseHandler
 from tornado import web
 
-from .quotas import GIB
+from daas_hub.quotas import GIB
 
 
 class QuotaHandler(BaseHandler):
