@@ -42,7 +42,7 @@ from batchspawner.api import BatchSpawnerAPIHandler
 from jupyterhub import apihandlers
 from jupyterhub.apihandlers import APIHandler
 from tornado import web
-from traitlets import Dict, Float, List, Unicode, default
+from traitlets import Dict, Float, Int, List, Unicode, default
 
 from daas_hub.options import SessionRequest
 from daas_hub.profiles import Profile
@@ -116,6 +116,18 @@ _TEMPLATE_ENV = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=
 def render_job_script(spec: JobSpec) -> str:
     text = resources.files("daas_hub.spawners").joinpath("slurm_job.sh.j2").read_text()
     return _TEMPLATE_ENV.from_string(text).render(**job_script_vars(spec))
+
+
+def log_tail(path: str, lines: int, *, max_bytes: int = 16384) -> str:
+    """The last ``lines`` lines of a job's log (read as the hub, bounded), or "" if unreadable."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - max_bytes))
+            text = f.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+    return "\n".join(line.rstrip() for line in text.splitlines()[-lines:]).strip("\n")
 
 
 # -- one squeue snapshot per interval for every session of the hub
@@ -416,6 +428,14 @@ class SlurmSpawner(SessionSetup, _BatchSlurmSpawner):
         answer; after that they are reported stopped. Example: ``900``.
         """,
     )
+    log_tail_lines = Int(
+        10, config=True,
+        help="""How many last lines of a session's job log the user sees (and the hub logs) when the
+        job ends before JupyterLab starts. Example: ``20``.
+
+        .. versionadded:: 0.2
+        """,
+    )
     command_timeout = Float(30, config=True, help="""Seconds any Slurm command may take before it counts as failed.""")
     sinfo_interval = Float(
         60, config=True,
@@ -512,10 +532,48 @@ class SlurmSpawner(SessionSetup, _BatchSlurmSpawner):
         )
 
     async def start(self):
+        """Submit, then wait on the shared snapshot until the job runs and JupyterLab reports
+        its port. A job that ends first (a failing ``module load``, a missing program) is
+        reported at once, with the last lines of its log, never after the start timeout."""
         if self._order is None:
             raise refuse("The Slurm backend is started through the daas spawner's form.", reason="no-order")
         self._prepare_session(self._order.account, self._order.proposals)
-        return await super().start()  # batchspawner's: submit, then query_job_status until running
+        self.ip = self.traits()["ip"].default_value
+        self.port = self.traits()["port"].default_value
+        if self.server:
+            self.server.port = self.port
+        await self.submit_batch_script()
+        while True:
+            status = await self.query_job_status()
+            if status is JobStatus.NOTFOUND:
+                raise self._ended_before_start()
+            if status is JobStatus.RUNNING and self.port:
+                break
+            await asyncio.sleep(self.startup_poll_interval)
+        self.ip = self.state_gethost()
+        self.db.commit()
+        self.log.info("Slurm job %s of %s runs on %s:%s", self.job_id, self._log_name, self.ip, self.port)
+        return self.ip, self.port
+
+    def job_log_path(self, job_id: str) -> str:
+        return self.output_template.format(home=self._home or "~").replace("%j", job_id)
+
+    def _ended_before_start(self):
+        job_id, state = self.job_id, (self._view.state if self._view is not None else "no longer listed")
+        path = self.job_log_path(job_id)
+        tail = log_tail(path, self.log_tail_lines)
+        self.log.error("Slurm job %s of %s ended before JupyterLab started (%s); last lines of %s:\n%s",
+                       job_id, self._log_name, state, path, tail or "(nothing readable)")
+        self.clear_state()
+        shown = os.path.basename(path)
+        message = (f"Your session's Slurm job {job_id} ended before JupyterLab started, so the session "
+                   f"did not start and nothing was changed. ")
+        if tail:
+            message += f"The last lines of its log ({shown} in your home folder):\n{tail}\n"
+        else:
+            message += f"Its log ({shown} in your home folder) is empty or missing. "
+        message += f"If the reason is not clear, contact {self.contact} and quote job {job_id}."
+        return refuse(message, reason="job-ended", status_code=500)
 
     async def submit_batch_script(self):
         env = self.get_env()
@@ -591,8 +649,10 @@ class SlurmSpawner(SessionSetup, _BatchSlurmSpawner):
             self.clear_state()
             return 1
         if status is JobStatus.NOTFOUND:
-            self.log.info("Slurm job %s of %s is gone (%s)", self.job_id, self._log_name,
-                          self._view.state if self._view is not None else "no longer listed")
+            path = self.job_log_path(self.job_id)
+            self.log.info("Slurm job %s of %s has ended (%s); last lines of %s:\n%s", self.job_id, self._log_name,
+                          self._view.state if self._view is not None else "no longer listed", path,
+                          log_tail(path, self.log_tail_lines) or "(nothing readable)")
             self.clear_state()
             return 1
         return None

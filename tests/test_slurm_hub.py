@@ -39,12 +39,16 @@ def cluster():
 
 
 def slurm_catalogue(path: Path) -> None:
-    """The packaged catalogue, with environments that exist here (no `module` command)."""
+    """The packaged catalogue, with environments that exist here (no `module` command), plus a
+    profile written for a cluster with environment modules, which this one has not."""
     from daas_hub.profiles import default_catalogue_path
 
     doc = yaml.safe_load(default_catalogue_path().read_text())
     for p in doc["profiles"]:
         p.setdefault("slurm", {})["environment"] = f"export DAAS_PROFILE_ENV={p['slug']}"
+    modules = {**doc["profiles"][0], "slug": "site-modules", "name": "Needs site modules",
+               "slurm": {"environment": "module load pyfai/2026.9"}, "backends": ["slurm"]}
+    doc["profiles"].append(modules)
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
 
 
@@ -57,6 +61,7 @@ def slurm_site(cluster):
     slurm_catalogue(site / "profiles.yaml")
     doc = yaml.safe_load((site / "site.yaml").read_text())
     doc["profiles"]["catalogue"] = "profiles.yaml"
+    doc["profiles"]["enabled"] = [*doc["profiles"]["enabled"], "site-modules"]
     doc["spawner"]["backend"] = "slurm"
     doc["spawner"]["backends"] = ["slurm", "local"]
     doc["spawner"]["slurm"] = {
@@ -69,7 +74,8 @@ def slurm_site(cluster):
     shutil.rmtree(site, ignore_errors=True)
 
 
-HUB_ARGS = [f"--Spawner.poll_interval={POLL}", "--Spawner.poll_jitter=0", "--JupyterHub.cleanup_servers=False"]
+# the shipped settings otherwise: sessions outlive a hub restart without any option here
+HUB_ARGS = [f"--Spawner.poll_interval={POLL}", "--Spawner.poll_jitter=0"]
 
 
 @pytest.fixture(scope="module")
@@ -232,6 +238,26 @@ def test_progress_shows_the_job_the_queue_position_and_the_pending_reason(slurm_
         cluster.run("scancel", blocker, check=False)
     slurm_hub.wait_ready("alice", timeout=180)
     slurm_hub.stop_server("alice")
+
+
+def test_a_job_that_dies_at_once_says_why_with_the_last_lines_of_its_log(slurm_hub, cluster):
+    """A profile written for a cluster with environment modules, on one without: the job ends
+    in under a second. The user reads why (the job log's last lines) as soon as the snapshot
+    shows the job gone, well before the start timeout (300 s); nothing is left behind."""
+    session = login(slurm_hub, "carol")
+    assert slurm_hub.submit_form(session, "carol", profile="site-modules", cpu=1, memory=1).status_code == 200
+    messages = progress_messages(slurm_hub, "carol", until="ended before JupyterLab started", timeout=90)
+    failed = messages[-1]
+    assert "ended before JupyterLab started" in failed, messages
+    assert "module: command not found" in failed, failed
+    assert re.search(r"\.daas-hub-slurm-\d+\.log in your home folder", failed), failed
+    wait_until(lambda: server_gone(slurm_hub, "carol"), timeout=30, what="carol's failed server cleared")
+    assert "module: command not found" in slurm_hub.log_text()  # the admin reads the same lines
+    assert not our_jobs(cluster)
+    # the next start, with a profile that works here, runs
+    assert slurm_hub.submit_form(session, "carol", profile="python", cpu=1, memory=1).status_code == 200
+    slurm_hub.wait_ready("carol", timeout=180)
+    slurm_hub.stop_server("carol")
 
 
 def test_port_reports_go_to_the_daas_handler_not_batchspawners(slurm_hub):
