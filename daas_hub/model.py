@@ -69,6 +69,8 @@ class Proposal:
     members: tuple[Member, ...] = ()
     sessions: tuple[Beamtime, ...] = ()
     data: DataLocations = field(default_factory=DataLocations)
+    #: the proposal's POSIX group (its data's group), if the source knows it
+    gid: int | None = None
 
     def role_of(self, username: str) -> MemberRole | None:
         """The role ``username`` holds on this proposal, or None."""
@@ -83,7 +85,7 @@ class Proposal:
 
     def to_dict(self) -> dict:
         """A JSON-ready dict (for ``auth_state``); :meth:`from_dict` reverses it."""
-        return {
+        d = {
             "id": self.id,
             "title": self.title,
             "instrument": self.instrument,
@@ -95,6 +97,9 @@ class Proposal:
             ],
             "data": {"raw": self.data.raw, "processed": self.data.processed},
         }
+        if self.gid is not None:
+            d["gid"] = self.gid
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> Proposal:
@@ -114,6 +119,7 @@ class Proposal:
                 for s in d.get("sessions", ())
             ),
             data=DataLocations(raw=data.get("raw"), processed=data.get("processed")),
+            gid=d.get("gid"),
         )
 
 

@@ -80,6 +80,7 @@ class DaasSpawner(Spawner):
         {
             "local": "daas_hub.spawners.local.LocalSpawner",
             "slurm": "daas_hub.spawners.slurm.SlurmSpawner",
+            "kubernetes": "daas_hub.spawners.kubernetes.KubeSessionSpawner",
         },
         config=True,
         help="""The child spawner class for each backend name, as an import path.

@@ -134,6 +134,7 @@ def parse_catalogue(document: dict, file: str | Path) -> Catalogue:
                     raw=_resolve(base, data.get("raw")),
                     processed=_resolve(base, data.get("processed")),
                 ),
+                gid=p.get("gid"),
             )
         )
     return Catalogue(facility, accounts, umbrella, emails, tuple(proposals))
