@@ -136,6 +136,9 @@ class KubeSessionSpawner(SessionSetup, KubeSpawner):
     def _default_default_url(self):
         return "/lab"
 
+    async def load_user_options(self):
+        """Nothing: the daas spawner checked the options; KubeSpawner's profile_list is not used."""
+
     _site_policy_applied: set = set()  # namespaces whose policy this hub has applied
 
     def kube_site(self) -> KubeSite:
