@@ -109,9 +109,6 @@ def _apply_kubernetes(c, kube: dict) -> None:
     for key, trait in KUBE_TRAITS.items():
         if key in kube:
             setattr(c.KubeSessionSpawner, trait, kube[key])
-    if kube.get("kubeconfig"):
-        # KubeSpawner reads $KUBECONFIG once, when the first session's spawner is built
-        os.environ["KUBECONFIG"] = kube["kubeconfig"]
 
 
 def apply_settings(c, settings: Settings) -> None:

@@ -158,8 +158,6 @@ def _kube_section(base: Path, kube: dict, file) -> dict:
     from .kube import parse_kube_site
 
     out = dict(kube)
-    if "kubeconfig" in out:
-        out["kubeconfig"] = _path(base, out["kubeconfig"])
     parse_kube_site(out, str(file))  # the checks a schema cannot make, at start-up
     return out
 

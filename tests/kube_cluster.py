@@ -112,10 +112,10 @@ class ApiServer:
     def __post_init__(self):
         self.session = requests.Session()
         self.session.headers["Authorization"] = f"Bearer {self.admin_token}"
-        self.session.verify = str(self.ca_file)
 
     def request(self, method: str, path: str, **kwargs) -> requests.Response:
-        return self.session.request(method, f"{self.url}{path}", timeout=30, **kwargs)
+        # verify= per request: REQUESTS_CA_BUNDLE in the environment would win over Session.verify
+        return self.session.request(method, f"{self.url}{path}", timeout=30, verify=str(self.ca_file), **kwargs)
 
     def create(self, path: str, body: dict) -> dict:
         r = self.request("POST", path, json=body)

@@ -75,7 +75,6 @@ def kube_site(apiserver):
     s["spawner"]["backends"] = ["kubernetes", "local"]
     s["spawner"]["kubernetes"] = {
         "namespace": kube_cluster.NAMESPACE,
-        "kubeconfig": str(hub_kubeconfig),
         "images": {"spectroscopy": MISSING_IMAGE},
         # in-pod paths; the test kubelet mounts them on this machine, so under the site folder
         "home_path": f"{site}/pods/home/{{username}}",
@@ -94,7 +93,7 @@ def kube_site(apiserver):
         apiserver, make_world_dir("daas-hub-kubelet-"), images=images,
         path=os.pathsep.join([str(Path(sys.executable).parent), "/usr/local/bin", "/usr/bin", "/bin"]),
     ).start()
-    yield site, kubelet
+    yield site, kubelet, hub_kubeconfig
     kubelet.stop()
     shutil.rmtree(kubelet.folder, ignore_errors=True)
     shutil.rmtree(site, ignore_errors=True)
@@ -106,8 +105,8 @@ HUB_ARGS = [f"--Spawner.poll_interval={POLL}", "--Spawner.poll_jitter=0", "--Jup
 
 @pytest.fixture(scope="module")
 def kube_hub(kube_site, apiserver, output_dir):
-    site, kubelet = kube_site
-    h = start_hub(site, extra_args=HUB_ARGS)
+    site, kubelet, kubeconfig = kube_site
+    h = start_hub(site, extra_args=HUB_ARGS, env={"KUBECONFIG": str(kubeconfig)})
     yield h
     if h.proc.poll() is None:
         for user in h.api("GET", "/users").json():
@@ -147,12 +146,14 @@ def progress(hub, user, *, until, timeout: float = 120) -> list[dict]:
 
 
 def test_form_offers_kubernetes_and_the_session_runs_in_a_pod(kube_hub, kube_site, apiserver):
-    site, kubelet = kube_site
+    site, kubelet, _ = kube_site
     session = login(kube_hub, "alice")
     form = kube_hub.spawn_form(session, "alice")
     assert form["backend"] == "kubernetes" and form["proposal"] == "MX-1001"
     page = session.get(f"{kube_hub.url}/hub/spawn", timeout=60).text
-    assert 'value="kubernetes"' in page and 'value="local"' in page
+    offered = json.loads(re.search(r"var profiles = (\[.*?\]);\n", page).group(1))
+    assert {p["slug"]: p["backends"] for p in offered} == {
+        "python": ["kubernetes", "local"], "diffraction": ["kubernetes", "local"], "spectroscopy": ["kubernetes", "local"]}
     r = kube_hub.submit_form(session, "alice", profile="diffraction", cpu=2, memory=3)
     assert r.status_code == 200, r.text[:500]
     events = progress(kube_hub, "alice", until="Server ready")
@@ -257,14 +258,15 @@ def test_refusals_are_sentences(kube_hub, apiserver):
 
 # last: it stops the module's hub
 def test_hub_restart_finds_the_running_pod(kube_hub, kube_site, apiserver):
-    site, _ = kube_site
+    site, _, kubeconfig = kube_site
     session = login(kube_hub, "alice")
     assert kube_hub.submit_form(session, "alice", profile="python", cpu=1, memory=1).status_code == 200
     kube_hub.wait_ready("alice", timeout=120)
     hub_bind = re.search(r"hub_bind_url = '([^']+)'", (site / "test_jupyterhub_config.py").read_text()).group(1)
     stop_process(kube_hub.proc, timeout=60)
     assert "jupyter-alice" in pods(apiserver)
-    again = start_hub(site, extra_args=[*HUB_ARGS, f"--JupyterHub.hub_bind_url={hub_bind}"])
+    again = start_hub(site, extra_args=[*HUB_ARGS, f"--JupyterHub.hub_bind_url={hub_bind}"],
+                      env={"KUBECONFIG": str(kubeconfig)})
     try:
         model = again.wait_ready("alice", timeout=60)
         assert model["servers"][""]["ready"]
