@@ -136,6 +136,22 @@ class KubeSessionSpawner(SessionSetup, KubeSpawner):
     def _default_default_url(self):
         return "/lab"
 
+    async def _make_create_pod_request(self, pod, request_timeout):
+        """KubeSpawner's, without logging the pod on a refusal: its env holds the session's API token."""
+        try:
+            await asyncio.wait_for(self.api.create_namespaced_pod(self.namespace, pod), request_timeout)
+            return True
+        except TimeoutError:
+            return False  # exponential_backoff tries again
+        except ApiException as e:
+            if e.status != 409:
+                self.log.warning("Kubernetes refused pod %s/%s: %s %s", self.namespace, pod.metadata.name,
+                                 e.status, _api_message(e))
+                raise
+            self.log.info("Found an old pod %s; deleting it before starting again", pod.metadata.name)
+            await self.stop(True)
+            return False
+
     async def load_user_options(self):
         """Nothing: the daas spawner checked the options; KubeSpawner's profile_list is not used."""
 
