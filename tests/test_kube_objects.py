@@ -390,3 +390,57 @@ def test_names_are_dns_labels_and_unique(text, name):
         assert got == f"raw-{name}"
     assert dns_label("MX_1") != dns_label("MX.1")
     assert label_value("alice@example.org") != label_value("alice_example.org")
+
+
+# -- the site file's spawner.kubernetes: schema, checks, traits
+def kube_site_doc(kube: dict) -> dict:
+    from daas_hub.demo import site_settings
+
+    doc = site_settings("http://127.0.0.1:8000")
+    doc["spawner"] = {"backend": "kubernetes", "backends": ["kubernetes", "local"],
+                      "local": doc["spawner"]["local"], "kubernetes": kube}
+    return doc
+
+
+def test_site_file_kubernetes_section_becomes_traits(tmp_path):
+    from traitlets.config import Config
+
+    from daas_hub.config import _apply_kubernetes
+    from daas_hub.settings import parse_settings
+
+    kube = {"namespace": "daas-sessions", "images": {"python": "reg.example/py:1"},
+            "storage": STORAGES["pvc"], "network_policy": NETWORKS["outside"], "guarantee_fraction": 0.5}
+    settings = parse_settings(kube_site_doc(kube), tmp_path / "site.yaml")
+    assert settings.backend == "kubernetes" and settings.kubernetes == kube
+    c = Config()
+    _apply_kubernetes(c, settings.kubernetes)
+    assert c.KubeSessionSpawner.namespace == "daas-sessions"
+    assert c.KubeSessionSpawner.session_images == {"python": "reg.example/py:1"}
+    assert c.KubeSessionSpawner.storage == STORAGES["pvc"] and c.KubeSessionSpawner.guarantee_fraction == 0.5
+
+
+@pytest.mark.parametrize("kube, entry, problem", [
+    ({"namespce": "x"}, "spawner > kubernetes", "Additional properties are not allowed ('namespce'"),
+    ({"namespace": "Daas_Sessions"}, "spawner > kubernetes > namespace", "does not match"),
+    ({"storage": {"raw": {"kind": "hostPath", "path": "/data"}}}, "spawner > kubernetes > storage > raw > kind",
+     "is not one of"),
+    ({"network_policy": {"allow": [{"name": "nfs", "cidr": "10.0.0.0"}]}},
+     "spawner > kubernetes > network_policy > allow[0] \"nfs\" > cidr", "does not match"),
+    ({"storage": {"home": {"kind": "nfs", "server": "h"}}}, "spawner > kubernetes > storage > home > path",
+     "the nfs storage needs path"),
+])
+def test_site_file_kubernetes_errors_name_the_entry(tmp_path, kube, entry, problem):
+    from daas_hub.settings import parse_settings
+
+    with pytest.raises(SettingsError) as e:
+        parse_settings(kube_site_doc(kube), tmp_path / "site.yaml")
+    assert e.value.file == str(tmp_path / "site.yaml") and e.value.entry == entry
+    assert problem in e.value.problem, e.value.problem
+
+
+def test_images_must_name_profiles():
+    from daas_hub.kube import check_images
+
+    with pytest.raises(SettingsError) as e:
+        check_images(parse_kube_site({"images": {"pythn": "x"}}, "site.yaml"), CATALOGUE.profiles)
+    assert e.value.entry == "spawner > kubernetes > images > pythn" and 'no profile "pythn"' in e.value.problem
