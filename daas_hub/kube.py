@@ -478,7 +478,7 @@ def describe_event(event: dict) -> str:
     return f"Kubernetes: {message}" if message else f"Kubernetes: {reason}"
 
 
-def explain_pod(pod: dict | None, events: list[dict], *, gpu_resource: str = "nvidia.com/gpu") -> KubeRefusal | None:
+def explain_pod(pod: dict | None, events: list[dict]) -> KubeRefusal | None:
     """A refusal when the pod can never start as it is (image missing); None while it may."""
     if not pod:
         return None

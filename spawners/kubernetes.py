@@ -24,6 +24,7 @@ from kubernetes_asyncio.client.rest import ApiException
 from kubespawner import KubeSpawner
 from traitlets import Dict, Float, List, Unicode, default
 
+from daas_hub.access import stale_notice
 from daas_hub.errors import SettingsError
 from daas_hub.kube import (
     KubeOrder,
@@ -225,7 +226,7 @@ class KubeSessionSpawner(SessionSetup, KubeSpawner):
             await asyncio.sleep(1)
             pod = self.pod_reflector.pods.get(f"{self.namespace}/{self.pod_name}") if self.pod_reflector else None
             events = self.events
-            refusal = explain_pod(pod, events, gpu_resource=self._gpu_resource)
+            refusal = explain_pod(pod, events)
             if refusal is None:
                 reason = unschedulable_reason(events, gpu_resource=self._gpu_resource)
                 scheduled = pod and any(c.get("type") == "PodScheduled" and c.get("status") == "True"
@@ -272,6 +273,9 @@ class KubeSessionSpawner(SessionSetup, KubeSpawner):
 
     async def progress(self):
         """KubeSpawner's event stream, as sentences (scheduling, image pull)."""
+        notice = stale_notice(await self.user.get_auth_state(), facility=self._policy()[0])
+        if notice:
+            yield {"progress": 2, "message": notice}
         yield {"progress": 5, "message": f"Asking Kubernetes for a pod in namespace {self.namespace}"}
         async for event in super().progress():
             raw = event.get("raw_event")

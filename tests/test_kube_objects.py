@@ -4,8 +4,9 @@ What is real: the pure builder (:mod:`daas_hub.kube`), KubeSpawner 7.1.0's own
 ``get_pod_manifest``/``get_pvc_manifest`` on our backend class (the traits it is
 given are the builder's result), and kubernetes-validate 1.37.0 with the pinned
 v1.30 schemas in strict mode (unknown fields are errors). What the schema misses
-(image present, every volumeMount names a volume, DNS-1123 names, GPU request =
-limit, runAsNonRoot with a numeric uid) is checked by :func:`schema_misses`. No API
+(image present, every volumeMount names a volume, DNS-1123 names, label values, GPU
+request = limit, runAsNonRoot with a numeric uid) is checked by :func:`schema_misses`,
+itself tested on broken pods. No API
 server: KubeSpawner only loads a kubeconfig (a dummy file) when it is built.
 """
 
@@ -122,13 +123,13 @@ def kubeconfig(tmp_path, monkeypatch):
     return path
 
 
-async def manifests(o: KubeOrder) -> tuple[dict, dict | None]:
+async def manifests(o: KubeOrder, *, hub_user: str = "alice") -> tuple[dict, dict | None]:
     """(pod, home PVC or None) as KubeSpawner writes them for the builder's settings."""
     from kubernetes_asyncio.client import ApiClient
 
     from daas_hub.spawners.kubernetes import KubeSessionSpawner
 
-    user = SimpleNamespace(name="alice", id=7, url="/user/alice/", escaped_name="alice")
+    user = SimpleNamespace(name=hub_user, id=7, url=f"/user/{hub_user}/", escaped_name=hub_user)
     hub = SimpleNamespace(public_host="", url="http://hub:8081/hub/", base_url="/hub/",
                           api_url="http://hub:8081/hub/api")
     spawner = KubeSessionSpawner(user=user, hub=hub, api_token="t0ken")
@@ -149,6 +150,9 @@ def schema_misses(pod: dict) -> list[str]:
     spec = pod["spec"]
     if not is_dns_label(pod["metadata"]["name"]):
         problems.append(f"pod name {pod['metadata']['name']!r} is not DNS-1123")
+    for key, value in pod["metadata"].get("labels", {}).items():
+        if label_value(value) != value:
+            problems.append(f"label {key}={value!r} is not a valid label value")
     volumes = {v["name"] for v in spec.get("volumes", [])}
     for v in volumes:
         if not is_dns_label(v):
@@ -227,6 +231,55 @@ async def test_every_profile_and_option_mix_validates(kubeconfig, profile, propo
     assert labels["daas-hub/user"] == "alice"
     assert labels["daas-hub/proposal"] == (PROPOSAL_SETS[proposals][0].id if PROPOSAL_SETS[proposals] else "none")
     assert pod["metadata"]["annotations"]["daas-hub/account"] == "alice"
+
+
+def _no_image(pod):
+    del pod["spec"]["containers"][0]["image"]
+
+
+def _undefined_volume(pod):
+    pod["spec"]["containers"][0]["volumeMounts"].append({"name": "nowhere", "mountPath": "/x"})
+
+
+def _bad_name(pod):
+    pod["metadata"]["name"] = "Jupyter_Alice"
+
+
+def _gpu_mismatch(pod):
+    res = pod["spec"]["containers"][0]["resources"]
+    res["limits"]["nvidia.com/gpu"], res["requests"]["nvidia.com/gpu"] = "2", "1"
+
+
+def _root(pod):
+    pod["spec"]["containers"][0]["securityContext"]["runAsUser"] = 0
+
+
+def _string_uid(pod):
+    pod["spec"]["containers"][0]["securityContext"]["runAsUser"] = "21001"
+
+
+def _bad_label(pod):
+    pod["metadata"]["labels"]["daas-hub/user"] = "alice@example.org"
+
+
+@pytest.mark.parametrize("breaks", [_no_image, _undefined_volume, _bad_name, _gpu_mismatch, _root, _string_uid,
+                                    _bad_label])
+async def test_schema_misses_catches_what_the_schema_does_not(kubeconfig, breaks):
+    pod, _ = await manifests(order("python", "one", gpu=1))
+    assert schema_misses(pod) == []
+    breaks(pod)
+    assert schema_misses(pod), breaks.__name__
+
+
+@pytest.mark.parametrize("hub_user", ["Jupyter_Alice", "alice.smith@esrf.fr", "a" * 80])
+async def test_any_hub_user_name_gives_valid_names_and_labels(kubeconfig, hub_user):
+    import dataclasses
+
+    o = dataclasses.replace(order("python", "mixed"), hub_user=hub_user)
+    pod, _ = await manifests(o, hub_user=hub_user)
+    validate(pod)
+    assert schema_misses(pod) == []
+    assert pod["metadata"]["annotations"]["daas-hub/user"] == hub_user
 
 
 async def test_proposal_volumes_follow_the_mount_plan(kubeconfig):
