@@ -160,8 +160,11 @@ def test_form_offers_kubernetes_and_the_session_runs_in_a_pod(kube_hub, kube_sit
     messages = [e.get("message", "") for e in events]
     kube_hub.wait_ready("alice", timeout=120)
     try:
-        assert any("Kubernetes: Pulling image \"registry.facility.example/daas/diffraction" in m for m in messages), \
-            messages
+        assert messages[:2] == ["Server requested", "Asking Kubernetes for a pod in namespace daas-sessions"], messages
+        for expected in ("Kubernetes: Successfully assigned daas-sessions/jupyter-alice to test-node",
+                         'Kubernetes: Pulling image "registry.facility.example/daas/diffraction:2026.11"',
+                         "Kubernetes: Started container notebook"):
+            assert expected in messages, messages
         pod = pods(apiserver)["jupyter-alice"]
         (c,) = pod["spec"]["containers"]
         assert c["image"] == "registry.facility.example/daas/diffraction:2026.11"
@@ -219,10 +222,13 @@ def test_pod_deleted_behind_the_hub_is_shown_stopped_within_one_poll(kube_hub, a
     assert "jupyter-bob" not in pods(apiserver)
 
 
-def failed_message(hub, user) -> str:
+def failed_message(hub, user, seen: list | None = None) -> str:
+    """The last progress message of a failed spawn; ``seen`` gets every message."""
     events = progress(hub, user, until="Spawn failed")
     wait_until(lambda: not hub.api("GET", f"/users/{user}").json().get("pending"), timeout=60,
                what=f"{user}'s spawn over")
+    if seen is not None:
+        seen.extend(e.get("message", "") for e in events)
     return re.sub(r"\s+", " ", events[-1].get("message", "")) if events else ""
 
 
@@ -237,7 +243,9 @@ def test_refusals_are_sentences(kube_hub, apiserver):
     wait_until(lambda: "jupyter-bob" not in pods(apiserver), timeout=30, what="the pod deleted")
     # no node has the GPU
     assert kube_hub.submit_form(session, "bob", profile="python", cpu=1, memory=1, gpu=1).status_code == 200
-    message = failed_message(kube_hub, "bob")
+    seen = []
+    message = failed_message(kube_hub, "bob", seen)
+    assert "Waiting for a node: 0/1 nodes are available: 1 Insufficient nvidia.com/gpu." in seen, seen
     assert "No node has a free GPU (nvidia.com/gpu) for this session now: 0/1 nodes are available: " \
            "1 Insufficient nvidia.com/gpu." in message, message
     wait_until(lambda: "jupyter-bob" not in pods(apiserver), timeout=30, what="the pod deleted")
