@@ -22,6 +22,7 @@ import time
 
 from kubernetes_asyncio.client.rest import ApiException
 from kubespawner import KubeSpawner
+from kubespawner.clients import shared_client
 from traitlets import Dict, Float, List, Unicode, default
 
 from daas_hub.access import stale_notice
@@ -156,7 +157,7 @@ class KubeSessionSpawner(SessionSetup, KubeSpawner):
     async def load_user_options(self):
         """Nothing: the daas spawner checked the options; KubeSpawner's profile_list is not used."""
 
-    _site_policy_applied: set = set()  # namespaces whose policy this hub has applied
+    _site_policy_applied: set = set()  # (namespace, policy) pairs this hub has applied
 
     def kube_site(self) -> KubeSite:
         """The traits, checked as the site file's section is (same errors)."""
@@ -234,7 +235,8 @@ class KubeSessionSpawner(SessionSetup, KubeSpawner):
                 if reason and not scheduled:
                     waited_for_node = waited_for_node or time.monotonic()
                     if time.monotonic() - waited_for_node > self.unschedulable_timeout:
-                        refusal = KubeRefusal(f"{reason}. Try again later or ask for less.", reason="unschedulable")
+                        refusal = KubeRefusal(f"{reason.rstrip('.')}. Try again later or ask for less.",
+                                              reason="unschedulable")
                 else:
                     waited_for_node = None
             if refusal is not None:
@@ -254,8 +256,6 @@ class KubeSessionSpawner(SessionSetup, KubeSpawner):
         key = (site.namespace, repr(policy))
         if key in self._site_policy_applied:
             return
-        from kubespawner.clients import shared_client
-
         api = shared_client("NetworkingV1Api")
         name = policy["metadata"]["name"]
         try:
