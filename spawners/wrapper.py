@@ -85,8 +85,8 @@ class DaasSpawner(Spawner):
         config=True,
         help="""The child spawner class for each backend name, as an import path.
 
-        A child is a Spawner with ``configure_session(order)``. The Kubernetes
-        backend plugs in the same way: ``{"kubernetes": "mysite.spawners.KubeSession"}``.
+        A child is a Spawner with ``configure_session(order)``; a site's own
+        backend plugs in the same way: ``{"nomad": "mysite.spawners.NomadSession"}``.
 
         .. versionadded:: 0.1
         """,
