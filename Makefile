@@ -19,7 +19,7 @@ export PATH := $(VENV)/bin:$(PATH)
 export DEBIAN_FRONTEND := noninteractive
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: demo test install-demo install-test apt-demo apt-test apt-slurm python-demo python-test node project lint lock clean
+.PHONY: demo test install-demo install-test apt-demo apt-test apt-slurm kube-apiserver python-demo python-test node project lint lock clean
 
 demo: install-demo
 	$(VENV)/bin/daas-hub demo --dir $(DEMO_DIR) --url $(DEMO_URL) --config $(CURDIR)/jupyterhub_config.py
@@ -29,7 +29,7 @@ test: install-test
 	cd $(CURDIR) && $(VENV)/bin/pytest $(PYTEST_ARGS)
 
 install-demo: apt-demo python-demo node project
-install-test: apt-demo apt-test apt-slurm python-test node project
+install-test: apt-demo apt-test apt-slurm kube-apiserver python-test node project
 
 # -- system packages: apt-get update once, then install what is missing
 define apt_install
@@ -53,6 +53,12 @@ apt-test:
 
 apt-slurm:
 	$(call apt_install,requirements/apt-slurm.txt)
+
+# -- the Kubernetes backend's tests: etcd (Debian) and kube-apiserver built once from Debian's
+#    source package (~12 min on 2 cores), cached in $(KUBE_CACHE_DIR), outside the repository
+KUBE_CACHE_DIR ?= /var/cache/daas-hub
+kube-apiserver:
+	KUBE_CACHE_DIR=$(KUBE_CACHE_DIR) requirements/build-kube-apiserver.sh
 
 # -- Python: a venv with Debian's python3, world-readable, from the lock files
 $(VENV)/bin/python:

@@ -14,6 +14,7 @@ from importlib import resources
 from pathlib import Path
 
 from .errors import SettingsError
+from .kube import check_images, parse_kube_site
 from .profiles import load_catalogue
 from .settings import SETTINGS_ENV, Settings, load_settings
 from .sources.factory import source_config
@@ -65,6 +66,8 @@ def check_site(settings: Settings):
         catalogue = catalogue.select(
             list(settings.profiles_enabled), entry="profiles > enabled", settings_file=settings.file
         )
+    if settings.kubernetes:
+        check_images(parse_kube_site(settings.kubernetes, settings.file), catalogue.profiles)
     return source, catalogue
 
 
@@ -137,6 +140,22 @@ def hub_handlers(backends) -> list[tuple[str, str]]:
     return handlers
 
 
+#: spawner.kubernetes keys -> KubeSessionSpawner traits (docs/backend-kubernetes.md)
+KUBE_TRAITS = {
+    "namespace": "namespace", "images": "session_images", "image_pull_policy": "image_pull_policy",
+    "command": "session_command", "home_path": "home_path", "data_root": "data_root",
+    "guarantee_fraction": "guarantee_fraction", "storage": "storage", "gpu": "gpu",
+    "network_policy": "network_policy",
+}
+
+
+def _apply_kubernetes(c, kube: dict) -> None:
+    """The site file's ``spawner.kubernetes`` section onto ``c.KubeSessionSpawner``."""
+    for key, trait in KUBE_TRAITS.items():
+        if key in kube:
+            setattr(c.KubeSessionSpawner, trait, kube[key])
+
+
 def apply_settings(c, settings: Settings) -> None:
     """Set the traitlets for ``settings`` on the config object ``c``."""
     source, catalogue = check_site(settings)
@@ -185,12 +204,14 @@ def apply_settings(c, settings: Settings) -> None:
     if settings.data_portal_url:
         c.LocalSpawner.data_portal_url = settings.data_portal_url
         c.SlurmSpawner.data_portal_url = settings.data_portal_url
+        c.KubeSessionSpawner.data_portal_url = settings.data_portal_url
     run_as = _session_account(settings.run_as)
     if run_as:
         c.LocalSpawner.run_as = run_as
     if settings.home_root:
         c.LocalSpawner.home_root = settings.home_root
     _apply_slurm(c, settings.slurm)
+    _apply_kubernetes(c, settings.kubernetes)
 
     template_vars = {
         "daas_facility": settings.facility_name,

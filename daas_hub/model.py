@@ -114,6 +114,8 @@ class Proposal:
     members: tuple[Member, ...] = ()
     beamtimes: tuple[Beamtime, ...] = ()
     data: DataLocations = field(default_factory=DataLocations)
+    #: the proposal's POSIX group (its data's group), if the source knows it
+    gid: int | None = None
 
     def __post_init__(self):
         check_proposal_id(self.id)
@@ -131,7 +133,7 @@ class Proposal:
 
     def to_dict(self) -> dict:
         """A JSON-ready dict (for ``auth_state``); :meth:`from_dict` reverses it."""
-        return {
+        d = {
             "id": self.id,
             "title": self.title,
             "instrument": self.instrument,
@@ -143,6 +145,9 @@ class Proposal:
             ],
             "data": {"raw": self.data.raw, "processed": self.data.processed},
         }
+        if self.gid is not None:
+            d["gid"] = self.gid
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> Proposal:
@@ -162,6 +167,7 @@ class Proposal:
                 for s in d.get("beamtimes", d.get("sessions", ()))  # "sessions": auth_state from 0.1
             ),
             data=DataLocations(raw=data.get("raw"), processed=data.get("processed")),
+            gid=d.get("gid"),
         )
 
 

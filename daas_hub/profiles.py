@@ -46,6 +46,8 @@ class Profile:
     backends: tuple[str, ...]
     instruments: tuple[str, ...] = ()
     image: str | None = None  # Kubernetes
+    kube_node_selector: dict = field(default_factory=dict)
+    kube_tolerations: tuple[dict, ...] = ()
     slurm_environment: str = ""
     apptainer_image: str | None = None
     local_environment: dict = field(default_factory=dict)
@@ -141,6 +143,8 @@ def parse_catalogue(document: dict, file: str) -> ProfileCatalogue:
                 backends=tuple(p["backends"]),
                 instruments=tuple(p.get("instruments", ())),
                 image=p.get("kubernetes", {}).get("image"),
+                kube_node_selector=dict(p.get("kubernetes", {}).get("node_selector", {})),
+                kube_tolerations=tuple(p.get("kubernetes", {}).get("tolerations", ())),
                 slurm_environment=p.get("slurm", {}).get("environment", ""),
                 apptainer_image=p.get("slurm", {}).get("apptainer_image"),
                 local_environment=dict(p.get("local", {}).get("environment", {})),

@@ -37,6 +37,8 @@ class Settings:
     #: every backend offered in the form, preferred first; empty: just ``backend``
     backends: tuple[str, ...] = ()
     slurm: dict = field(default_factory=dict)
+    #: the spawner.kubernetes section (paths made absolute); checked by daas_hub.kube.parse_kube_site
+    kubernetes: dict = field(default_factory=dict)
     quotas: dict = field(default_factory=dict)
     raw: dict = field(default_factory=dict, compare=False, repr=False)
     login_providers: tuple[dict, ...] = ()
@@ -134,6 +136,7 @@ def parse_settings(document, file: str | Path) -> Settings:
         data_dir=_path(base, hub.get("data_dir", ".")),
         backends=tuple(spawner.get("backends", ())),
         slurm=_slurm_section(base, spawner.get("slurm", {})),
+        kubernetes=_kube_section(base, spawner.get("kubernetes", {}), file),
         quotas=dict(document.get("quotas", {})),
         raw=document,
         login_providers=providers,
@@ -148,6 +151,14 @@ def _slurm_section(base: Path, slurm: dict) -> dict:
     for key in ("home_root", "session_bin"):
         if key in out:
             out[key] = _path(base, out[key])
+    return out
+
+
+def _kube_section(base: Path, kube: dict, file) -> dict:
+    from .kube import parse_kube_site
+
+    out = dict(kube)
+    parse_kube_site(out, str(file))  # the checks a schema cannot make, at start-up
     return out
 
 

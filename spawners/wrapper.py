@@ -2,7 +2,7 @@
 
 :class:`DaasSpawner` (entry point ``daas``) serves the spawn form, checks every
 option (:mod:`daas_hub.options`), then builds a child spawner for the chosen
-backend (local, Slurm, and the Kubernetes seam) and forwards start, poll, stop
+backend (local processes, Slurm jobs, Kubernetes pods) and forwards start, poll, stop
 and progress to it. The child is built lazily and its state is nested under one
 key, so a hub restart rebuilds it from the database and finds the session
 again (the shape of wrapspawner, without ProfilesSpawner's nesting problems).
@@ -72,12 +72,13 @@ class DaasSpawner(Spawner):
         {
             "local": "daas_hub.spawners.local.LocalSpawner",
             "slurm": "daas_hub.spawners.slurm.SlurmSpawner",
+            "kubernetes": "daas_hub.spawners.kubernetes.KubeSessionSpawner",
         },
         config=True,
         help="""The child spawner class for each backend name, as an import path.
 
-        A child is a Spawner with ``configure_session(order)``. The Kubernetes
-        backend plugs in the same way: ``{"kubernetes": "mysite.spawners.KubeSession"}``.
+        A child is a Spawner with ``configure_session(order)``; a site's own
+        backend plugs in the same way: ``{"nomad": "mysite.spawners.NomadSession"}``.
 
         .. versionadded:: 0.1
         """,

@@ -50,7 +50,7 @@ def test_imports_and_entry_points(clean_venv):
         "import jupyterhub; print('jupyterhub', jupyterhub.__version__)\n"
         "from importlib.metadata import entry_points\n"
         "for group, name in [('jupyterhub.authenticators', 'daas-demo'), ('jupyterhub.spawners', 'daas-local'),"
-        " ('jupyterhub.spawners', 'daas'), ('jupyterhub.spawners', 'daas-slurm'),"
+        " ('jupyterhub.spawners', 'daas'), ('jupyterhub.spawners', 'daas-slurm'), ('jupyterhub.spawners', 'daas-kubernetes'),"
         " ('jupyterhub.authenticators', 'daas-oidc'), ('jupyterhub.authenticators', 'daas-multi')]:\n"
         "    (ep,) = [e for e in entry_points(group=group) if e.name == name]\n"
         "    print(group, name, ep.load().__module__)\n"
@@ -60,6 +60,7 @@ def test_imports_and_entry_points(clean_venv):
     assert "jupyterhub 5.5.4" in out
     assert "daas-local daas_hub.spawners.local" in out
     assert "daas daas_hub.spawners.wrapper" in out and "daas-slurm daas_hub.spawners.slurm" in out
+    assert "daas-kubernetes daas_hub.spawners.kubernetes" in out
     assert "daas-demo daas_hub.authenticators.demo" in out
     assert "daas-oidc daas_hub.authenticators.oidc" in out
     assert "daas-multi daas_hub.authenticators.multi" in out

@@ -144,6 +144,7 @@ def parse_proposals_file(document: dict, file: str | Path) -> ProposalsFile:
                     raw=_resolve(base, data.get("raw")),
                     processed=_resolve(base, data.get("processed")),
                 ),
+                gid=p.get("gid"),
             )
         )
     return ProposalsFile(facility, accounts, umbrella, emails, tuple(proposals))
