@@ -36,13 +36,15 @@ SOURCE_ERRORS = Counter("daas_proposal_source_errors_total", "Proposal-source lo
 
 
 # -- the settings and the store, from the hub's configuration
-@functools.lru_cache(maxsize=4)
-def _operations(config_id: int, config) -> Operations:
-    return Operations(config=config)
+_OPERATIONS: dict[int, tuple] = {}
 
 
 def operations_for(config) -> Operations:
-    return _operations(id(config), config)
+    """The operations settings from ``config`` (built once per configuration object)."""
+    hit = _OPERATIONS.get(id(config))
+    if hit is None or hit[0] is not config:
+        hit = _OPERATIONS[id(config)] = (config, Operations(config=config))
+    return hit[1]
 
 
 def hub_operations() -> Operations:
@@ -123,8 +125,8 @@ def ensure_collector() -> None:
 # -- template variables (daas_hub.operations.hub_template_var)
 def announcements(user):
     """The announcements shown now, for every hub page."""
-    ops = hub_operations()
     try:
+        ops = hub_operations()
         return store_at(ops.store).announcements(ops.now())
     except Exception:  # noqa: BLE001 - a page renders even if the store cannot be read
         return []
@@ -214,20 +216,23 @@ class SessionOperations(HasTraits):
         if self.request_id and message:
             self.ops_store.pending_detail(self.request_id, message)
 
-    def ops_poll(self, status):
-        """After the child's poll: record the session as seen; past its lifetime, report it ended."""
+    def ops_over(self, status) -> bool:
+        """After the child's poll: record a running session as seen; True once its lifetime is over.
+
+        The wrapper then stops it (``User.stop`` does not stop a server whose poll
+        reports an exit status, so the wrapper must).
+        """
         if status is not None or not self.request_id or not self.lifetime_started:
-            return status
+            return False
         now = self.ops.now()
         self.ops_store.seen(self.request_id, now)
         life = self.lifetime()
-        if self.ops.enforce_lifetimes and life and life.phase(now, self.ops.lifetime_warning) is Phase.OVER:
-            if self._end_reason != "lifetime":
-                self._end_reason = "lifetime"
-                self.log.info("daas lifetime-over request_id=%s user=%s server=%s hours=%s: stopping the session",
-                              self.request_id, self.user.name, self.name or "", life.hours)
-            return 0  # the hub stops a server whose poll reports an exit status
-        return status
+        if not (self.ops.enforce_lifetimes and life and life.phase(now, self.ops.lifetime_warning) is Phase.OVER):
+            return False
+        self._end_reason = "lifetime"
+        self.log.info("daas lifetime-over request_id=%s user=%s server=%s hours=%s: stopping the session",
+                      self.request_id, self.user.name, self.name or "", life.hours)
+        return True
 
     def ops_stopped(self) -> None:
         if not self.request_id:

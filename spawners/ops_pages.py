@@ -68,7 +68,7 @@ _SCRIPT = r"""
       }, data.refresh * 1000);
     };
   }
-  window.daasNotices(%s);
+  window.daasNotices(__DATA__);
 })();
 """
 
@@ -112,7 +112,7 @@ class NoticesScriptHandler(_OpsHandler):
             "next": self.request.uri,
         }
         payload = json.dumps(data).replace("</", "<\\/")
-        self.finish(_SCRIPT % payload)
+        self.finish(_SCRIPT.replace("__DATA__", payload))
 
 
 class ExtendHandler(_OpsHandler):

@@ -413,7 +413,11 @@ class DaasSpawner(SessionOperations, Spawner):
         child = self._existing_child()
         if child is None:
             return 0
-        return self.ops_poll(await child.poll())
+        status = await child.poll()
+        if self.ops_over(status):  # its hours are over (docs/operations.md#lifetimes)
+            await self.stop(now=True)
+            return 0
+        return status
 
     async def stop(self, now=False):
         child = self._existing_child()
