@@ -157,3 +157,26 @@ def test_json_log_line_carries_the_spawn_fields():
 def test_bar_chart_escapes_and_draws_one_bar_per_step():
     svg = bar_chart("<MX-1>", [T0, T0 + 3600, T0 + 7200], [1.0, 0.0, 2.0])
     assert svg.startswith("<svg") and svg.count('class="daas-bar"') == 3 and "&lt;MX-1&gt;" in svg
+
+
+@pytest.mark.parametrize(("key", "ok"), [
+    ("", False), ("ab" * 32, True), ("ab" * 31, False), ("not-a-key", False),
+    ("q" * 43, True),  # 32 bytes in url-safe base64
+    ("ab" * 32 + ";" + "cd" * 32, True),
+])
+def test_doctor_crypt_key(monkeypatch, tmp_path, key, ok):
+    from daas_hub.doctor import check_crypt_key
+    from daas_hub.settings import Settings
+
+    monkeypatch.setenv("JUPYTERHUB_CRYPT_KEY", key)
+    settings = Settings(file="site.yaml", demo=False, facility_name="F", contact="c", data_portal_url=None,
+                        source_kind="yaml", source_path=None, profile_catalogue=None, profiles_enabled=None,
+                        login_kind="demo", staff_without_proposal=True, backend="local", run_as=None,
+                        home_root=None, hub_url="http://127.0.0.1:8000", data_dir=str(tmp_path))
+    assert check_crypt_key(settings).ok is ok
+
+
+def test_notice_script_tag_quotes_the_server_name():
+    from daas_hub.lab_notices import script_tag
+
+    assert script_tag("/jh/", "my run&1") == b'<script src="/jh/hub/daas/notices.js?server=my%20run%261" defer></script>'
