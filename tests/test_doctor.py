@@ -23,7 +23,7 @@ from test_login_oidc import Provider, node_modules
 from test_sources_sql import ACCOUNT_QUERY, PROPOSALS_QUERY, SCHEMA, TABLES
 
 import slurm_cluster
-from conftest import BIN, REPO, make_world_dir
+from conftest import BIN, REPO, make_world_dir, wait_until
 
 pytestmark = pytest.mark.hub
 
@@ -64,7 +64,7 @@ def good_site():
                                 "account_query": ACCOUNT_QUERY, "proposals_query": PROPOSALS_QUERY},
             "login": {"kind": "oidc", "providers": [
                 {"name": "umbrella", "label": "UmbrellaID", "issuer": provider.issuer, "client_id": "daas-hub-umbrella",
-                 "client_secret_file": "umbrella.secret", "link_by": "email"}]},
+                 "client_secret_file": "umbrella.secret", "link_by": "umbrella_id"}]},
             "spawner": {"backend": "slurm", "backends": ["slurm"],
                         "slurm": {"slurm_conf": str(cluster.conf), "partition": "debug", "home_root": "homes"}},
             "hub": {"data_dir": "hub"},
@@ -95,6 +95,7 @@ def doctor(site, env=None) -> tuple[int, dict]:
         if m:
             lines[m.group(2).strip()] = (m.group(1), m.group(3))
     assert "Traceback" not in p.stdout + p.stderr, p.stdout + p.stderr
+    assert lines, f"no check lines:\n{p.stdout}\n{p.stderr}"
     return p.returncode, lines
 
 
@@ -138,6 +139,9 @@ def test_slurm_controller_down_fails_its_line(good_site):
         code, lines = doctor(good_site)
     finally:
         cluster.start_controller()
+        # the next test needs the node back: bounded wait for it to answer the new controller
+        wait_until(lambda: cluster.run("sinfo", "-h", "-n", cluster.node, "-o", "%T", check=False).stdout.strip()
+                   in ("idle", "mixed", "allocated"), timeout=90, interval=1, what="the Slurm node back")
     assert code == 1 and failing(lines) == ["slurm sinfo"], lines
     assert "sinfo failed" in lines["slurm sinfo"][1]
 
