@@ -35,7 +35,6 @@ def fill(store: OperationsStore, n: int) -> None:
                 (f"r{i}", f"user{i % 400}", "", f"P-{i % 300}", "python", "slurm", "", rng.choice([2, 4, 8]),
                  8 * GIB, rng.choice([0, 0, 1]), 4, "running" if open_ else "ended", "", start - 30, start,
                  start + 3600, None if open_ else start + rng.uniform(600, 14400)))
-    con.close()
 
 
 def timed(fn, rounds: int) -> float:

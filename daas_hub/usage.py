@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 import sqlite3
 import threading
 from collections import defaultdict
@@ -104,35 +105,41 @@ class OperationsStore:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self._lock = threading.Lock()
-        self._ready = False
+        self._con: sqlite3.Connection | None = None
 
     def _connect(self) -> sqlite3.Connection:
-        con = sqlite3.connect(self.path, timeout=10)
-        if not self._ready:
+        """One connection, kept open: closing the last one would checkpoint and sync the disk each time."""
+        if self._con is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            # mode 0600 before SQLite opens it: its -wal and -shm files take the database's mode
+            os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
+            con = sqlite3.connect(self.path, timeout=10, check_same_thread=False)
+            # WAL, synced at checkpoints: a write does not wait for the disk each time (a power cut may
+            # lose the last seconds of polls, never the store); the hub writes on every poll
+            con.execute("PRAGMA journal_mode=WAL")
+            con.execute("PRAGMA synchronous=NORMAL")
             con.executescript(_SCHEMA)
-            self.path.chmod(0o600)
-            self._ready = True
-        return con
+            self._con = con
+        return self._con
+
+    def close(self) -> None:
+        with self._lock:
+            if self._con is not None:
+                self._con.close()
+                self._con = None
 
     def _write(self, sql: str, args=()) -> int:
         with self._lock:
             con = self._connect()
-            try:
-                with con:
-                    cur = con.execute(sql, args)
-                    return cur.lastrowid or cur.rowcount
-            finally:
-                con.close()
+            with con:
+                cur = con.execute(sql, args)
+                return cur.lastrowid or cur.rowcount
 
     def _read(self, sql: str, args=()) -> list[tuple]:
-        if not self.path.exists():
+        if self._con is None and not self.path.exists():
             return []
-        con = self._connect()
-        try:
-            return con.execute(sql, args).fetchall()
-        finally:
-            con.close()
+        with self._lock:
+            return self._connect().execute(sql, args).fetchall()
 
     # -- sessions
     def requested(self, rid: str, *, user: str, server: str, proposal: str | None, profile: str, backend: str,

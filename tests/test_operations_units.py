@@ -88,7 +88,8 @@ def test_store_survives_reopening_and_a_second_end_changes_nothing(tmp_path):
     again = OperationsStore(path)
     again.ended("a", T0 + 9999)
     assert again.record("a").ended == T0 + 60 and again.record("a").state == "ended"
-    assert oct(path.stat().st_mode & 0o777) == "0o600"
+    assert {p.name: oct(p.stat().st_mode & 0o777) for p in tmp_path.iterdir()} == {
+        "ops.sqlite": "0o600", "ops.sqlite-wal": "0o600", "ops.sqlite-shm": "0o600"}
 
 
 def test_status_counts_running_and_pending(tmp_path):
