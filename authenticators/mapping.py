@@ -18,6 +18,7 @@ from daas_hub.access import STATE_KEY, LoginPolicy, make_auth_state, proposal_gr
 from daas_hub.errors import SourceUnavailable
 from daas_hub.model import Identity, Provider, UnsafeValue
 from daas_hub.sources import ProposalSource, YamlProposalSource, is_stale
+from daas_hub.spawners.operations import TimedSource
 
 
 class ProposalMapping(LoggingConfigurable):
@@ -72,6 +73,11 @@ class ProposalMapping(LoggingConfigurable):
         self.source = self.source_class(parent=self)
 
     @property
+    def lookups(self) -> TimedSource:
+        """The source, its lookups timed and counted for /hub/metrics (docs/operations.md#metrics)."""
+        return TimedSource(self.source)
+
+    @property
     def policy(self) -> LoginPolicy:
         """These settings as the frozen value the spawners receive."""
         return LoginPolicy(
@@ -103,10 +109,10 @@ class ProposalMapping(LoggingConfigurable):
         """
         who = who or identity.email or identity.username or identity.subject
         try:
-            account = await self.source.resolve_account(identity)
+            account = await self.lookups.resolve_account(identity)
             if account is not None and idp_roles:
                 account = replace(account, roles=account.roles | idp_roles)
-            proposals = await self.source.proposals_for(account) if account else []
+            proposals = await self.lookups.proposals_for(account) if account else []
         except SourceUnavailable as e:
             self.log.error("Proposal source unavailable during login of %s: %s", name or who, e)
             err = web.HTTPError(503, "proposal source unavailable", reason="Service Unavailable")
@@ -155,12 +161,12 @@ class ProposalMapping(LoggingConfigurable):
         account, last = known
         idp_roles = frozenset(auth_state[STATE_KEY].get("idp_roles", ()))
         try:
-            fresh = await self.source.resolve_account(
+            fresh = await self.lookups.resolve_account(
                 Identity(provider=Provider.FACILITY, subject=account.username, username=account.username)
             )
             if fresh is not None and idp_roles:
                 fresh = replace(fresh, roles=fresh.roles | idp_roles)
-            proposals = await self.source.proposals_for(fresh) if fresh else []
+            proposals = await self.lookups.proposals_for(fresh) if fresh else []
         except UnsafeValue as e:
             self.log.error("Signing %s out: the catalogue's %s", name, e)
             return False

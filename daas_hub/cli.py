@@ -1,7 +1,9 @@
 """``daas-hub``: run the demo and check a site's settings.
 
     daas-hub demo [--dir DIR] [--url URL] [--config FILE] [--regenerate]
-    daas-hub check [SETTINGS_FILE]
+    daas-hub check [SETTINGS_FILE] [--live]
+    daas-hub status [--settings FILE]
+    daas-hub usage --from DATE --to DATE [--by proposal|user|course] [--csv] [--settings FILE]
     daas-hub proposals USER [--settings FILE] [--provider NAME] [--email EMAIL] [--no-cache]
 """
 
@@ -56,6 +58,8 @@ def cmd_check(args) -> int:
     except SettingsError as e:
         print(f"daas-hub check: {e}", file=sys.stderr)
         return 1
+    if args.live:
+        return _check_live(path, settings)
     print(f"{path}: OK")
     print(f"  facility:  {settings.facility_name}")
     where = settings.source_path or (settings.source_options or {}).get("url") or ""
@@ -63,6 +67,63 @@ def cmd_check(args) -> int:
     print(f"  profiles:  {', '.join(catalogue.slugs)}")
     print(f"  login:     {settings.login_kind}{' (demo mode)' if settings.demo else ''}")
     print(f"  backend:   {settings.backend}")
+    return 0
+
+
+def _check_live(path: str, settings) -> int:
+    """One line per integration, tried for real; exit 0 only if all pass (docs/operations.md#doctor)."""
+    from .doctor import run_checks
+
+    print(f"{path}: settings OK; trying each integration")
+    checks = run_checks(settings)
+    for c in checks:
+        print(c.line(), flush=True)
+    failed = [c for c in checks if not c.ok]
+    print(f"{len(checks) - len(failed)} passed, {len(failed)} failed")
+    return 1 if failed else 0
+
+
+def _store(args):
+    from .usage import OperationsStore, store_path
+
+    if args.store:
+        return OperationsStore(args.store)
+    path = args.settings or os.environ.get(SETTINGS_ENV)
+    if not path:
+        raise SettingsError(f"${SETTINGS_ENV}", "(environment)", "no settings file",
+                            f"name one with --settings, set {SETTINGS_ENV}, or give --store")
+    return OperationsStore(store_path(load_settings(path).data_dir))
+
+
+def cmd_status(args) -> int:
+    import time
+
+    from .usage import format_status, status
+
+    try:
+        store = _store(args)
+    except SettingsError as e:
+        print(f"daas-hub status: {e}", file=sys.stderr)
+        return 2
+    print(format_status(status(store.sessions(open_only=True)), time.time()), end="")
+    return 0
+
+
+def cmd_usage(args) -> int:
+    from .usage import format_report, parse_time, usage_report
+
+    try:
+        start = parse_time(args.start, what="--from")
+        end = parse_time(args.end, what="--to")
+        store = _store(args)
+    except (ValueError, SettingsError) as e:
+        print(f"daas-hub usage: {e}", file=sys.stderr)
+        return 2
+    if end <= start:
+        print("daas-hub usage: --to must be after --from", file=sys.stderr)
+        return 2
+    rows = usage_report(store.sessions(since=start, until=end), start, end, args.by)
+    print(format_report(rows, args.by, as_csv=args.csv), end="")
     return 0
 
 
@@ -155,7 +216,21 @@ def main(argv: list[str] | None = None) -> int:
     demo.set_defaults(func=cmd_demo)
     check = sub.add_parser("check", help="check a site settings file and what it points at")
     check.add_argument("settings", nargs="?", help=f"settings file (default ${SETTINGS_ENV})")
+    check.add_argument("--live", action="store_true",
+                       help="also try each integration for real (IdPs, catalogue, Slurm, storage, crypt key, guacd)")
     check.set_defaults(func=cmd_check)
+    stat = sub.add_parser("status", help="sessions per backend, proposal and profile; pending spawns; quota use")
+    stat.add_argument("--settings", help=f"settings file (default ${SETTINGS_ENV})")
+    stat.add_argument("--store", help="the operations store file (default: <hub.data_dir>/daas-operations.sqlite)")
+    stat.set_defaults(func=cmd_status)
+    usage = sub.add_parser("usage", help="CPU-, GPU- and session-hours per proposal, user or course")
+    usage.add_argument("--from", dest="start", required=True, help="start of the period, e.g. 2025-03-01 (UTC)")
+    usage.add_argument("--to", dest="end", required=True, help="end of the period (exclusive), e.g. 2025-04-01")
+    usage.add_argument("--by", choices=("proposal", "user", "course"), default="proposal", help="group by (default proposal)")
+    usage.add_argument("--csv", action="store_true", help="CSV instead of a table")
+    usage.add_argument("--settings", help=f"settings file (default ${SETTINGS_ENV})")
+    usage.add_argument("--store", help="the operations store file (default: <hub.data_dir>/daas-operations.sqlite)")
+    usage.set_defaults(func=cmd_usage)
     props = sub.add_parser("proposals", help="show what the proposal source answers for one person")
     props.add_argument("user", help="the facility username (or any name, with --subject)")
     props.add_argument("--settings", help=f"settings file (default ${SETTINGS_ENV})")

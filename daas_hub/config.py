@@ -15,6 +15,7 @@ from pathlib import Path
 
 from .errors import SettingsError
 from .kube import check_images, parse_kube_site
+from .operations import apply_operations
 from .profiles import load_catalogue
 from .settings import SETTINGS_ENV, Settings, load_settings
 from .sources.factory import source_config
@@ -124,6 +125,16 @@ def _apply_slurm(c, slurm: dict) -> None:
         c.SlurmSpawner.run_as = run_as
 
 
+#: the operations pages (daas_hub.spawners.ops_pages, docs/operations.md)
+OPERATIONS_HANDLERS = [
+    (r"/daas/notices.js", "daas_hub.spawners.ops_pages.NoticesScriptHandler"),
+    (r"/daas/extend", "daas_hub.spawners.ops_pages.ExtendHandler"),
+    (r"/daas/admin/announcements", "daas_hub.spawners.ops_pages.AnnouncementsHandler"),
+    (r"/daas/admin/usage", "daas_hub.spawners.ops_pages.UsageHandler"),
+    (r"/daas/admin/status", "daas_hub.spawners.ops_pages.StatusHandler"),
+]
+
+
 def hub_handlers(backends) -> list[tuple[str, str]]:
     """The hub pages daas-hub adds (JupyterHub's ``extra_handlers``; 3.1+ logs it as deprecated).
 
@@ -133,6 +144,7 @@ def hub_handlers(backends) -> list[tuple[str, str]]:
     ``daas_hub.spawners.slurm._withdraw_batchspawner_handler``).
     """
     handlers = [(r"/quota", "daas_hub.spawners.quota_page.QuotaHandler")]
+    handlers += OPERATIONS_HANDLERS
     if "slurm" in backends:
         handlers.append((r"/api/batchspawner", "daas_hub.spawners.slurm.SessionPortHandler"))
     # every hub page with a trailing slash (/hub/login/ -> /hub/login), registered last
@@ -227,6 +239,8 @@ def apply_settings(c, settings: Settings) -> None:
         )
         template_vars["announcement"] = note
     c.JupyterHub.template_vars = template_vars
+    # lifetimes, culling, announcements, usage records, logs (docs/operations.md)
+    apply_operations(c, settings.raw.get("operations", {}), data_dir)
 
 
 def _read_secret(settings: Settings, i: int, path: str) -> str:

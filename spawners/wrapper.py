@@ -39,6 +39,7 @@ from daas_hub.quotas import (
 from daas_hub.spawn_form import form_context, query_options
 
 from .common import SessionOrder, checked_account, policy_for, refuse, refuse_logged, shown_error
+from .operations import SessionOperations
 
 #: attributes the hub sets on its spawner during a spawn, which the child needs too
 FORWARDED = ("api_token", "port", "admin_access", "cert_paths")
@@ -65,7 +66,7 @@ def _form_template() -> jinja2.Template:
     return env.from_string(text)
 
 
-class DaasSpawner(Spawner):
+class DaasSpawner(SessionOperations, Spawner):
     """One form, checked options, one child spawner per start."""
 
     backend_classes = Dict(
@@ -210,6 +211,7 @@ class DaasSpawner(Spawner):
         self.child_backend = state.get("backend", "")
         self.child_state = state.get("child", {})
         self.session_options = state.get("request", {})
+        self.ops_load_state(state)
         if self.child_spawner is not None:
             self.child_spawner.load_state(self.child_state)
 
@@ -221,6 +223,7 @@ class DaasSpawner(Spawner):
             state["backend"] = self.child_backend
             state["child"] = self.child_state
             state["request"] = self.session_options
+            self.ops_get_state(state)
         return state
 
     def clear_state(self):
@@ -231,6 +234,7 @@ class DaasSpawner(Spawner):
         self.child_backend = ""
         self.child_state = {}
         self.session_options = {}
+        self.ops_clear()
 
     @observe(*FORWARDED)
     def _forward(self, change):
@@ -382,16 +386,22 @@ class DaasSpawner(Spawner):
         self.session_options = request.to_options()
         child.configure_session(SessionOrder(request, profile, ctx.account, ctx.proposals))
         self.log.info("Starting %s: %s", self._log_name, ", ".join(f"{k}={v}" for k, v in self.session_options.items()))
+        self.ops_requested(request)  # the usage record and the spawn-start log line
         try:
-            return await child.start()
-        except web.HTTPError:
+            url = await child.start()
+        except web.HTTPError as e:
+            self.ops_spawned(request, reason=getattr(e, "reason", None) or "refused")
             raise
-        except (TimeoutError, asyncio.CancelledError):
+        except (TimeoutError, asyncio.CancelledError) as e:
+            self.ops_spawned(request, reason="timeout" if isinstance(e, TimeoutError) else "cancelled")
             raise
         except Exception as e:
+            self.ops_spawned(request, reason="backend-error")
             message = shown_error(e, log=self.log, server=self._log_name,
                                   doing=f"Starting the session on {request.backend}", contact=self.contact)
             raise refuse(message, reason="backend-error", status_code=500) from None
+        self.ops_spawned(request)
+        return url
 
     def _existing_child(self):
         if self.child_spawner is not None:
@@ -404,12 +414,17 @@ class DaasSpawner(Spawner):
         child = self._existing_child()
         if child is None:
             return 0
-        return await child.poll()
+        status = await child.poll()
+        if self.ops_over(status):  # its hours are over (docs/operations.md#lifetimes)
+            await self.stop(now=True)
+            return 0
+        return status
 
     async def stop(self, now=False):
         child = self._existing_child()
         if child is not None:
             await child.stop(now=now)
+        self.ops_stopped()
 
     async def progress(self):
         for _ in range(60):  # the child appears once the options are checked
@@ -419,4 +434,5 @@ class DaasSpawner(Spawner):
         else:
             return
         async for event in self.child_spawner.progress():
+            self.ops_progress(event.get("message", "") if isinstance(event, dict) else "")
             yield event

@@ -23,3 +23,11 @@ def test_squeue_polls_smoke():
     assert r.returncode == 0, r.stdout + r.stderr
     (row,) = [line for line in r.stdout.splitlines() if line.split() and line.split()[0] == "10"]
     assert len(row.split()) == 8, row  # N, pending stock/daas, running stock/daas, stops "a / b"
+
+
+def test_usage_report_smoke():
+    r = subprocess.run([sys.executable, str(REPO / "benchmarks/usage_report.py"), "--smoke"],
+                       capture_output=True, text=True, timeout=600, cwd="/")
+    assert r.returncode == 0, r.stdout + r.stderr
+    (row,) = [line for line in r.stdout.splitlines() if line.split() and line.split()[0] == "1000"]
+    assert len(row.split()) == 4, row
