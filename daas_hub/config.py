@@ -20,7 +20,7 @@ from .profiles import load_catalogue
 from .settings import SETTINGS_ENV, Settings, load_settings
 from .sources.factory import source_config
 
-#: hub paths ending in "/" (daas_hub.slash_page.PATTERN; kept here so the core imports no jupyterhub)
+#: hub paths ending in "/" (daas_hub.spawners.slash_page.PATTERN; kept here so the core imports no jupyterhub)
 SLASH_PATTERN = r"/((?!api/)[^?]*?[^/?])/+"
 DEMO_DIR_ENV = "DAAS_HUB_DEMO_DIR"
 DEFAULT_DEMO_DIR = "/var/lib/daas-hub/demo"
@@ -148,7 +148,7 @@ def hub_handlers(backends) -> list[tuple[str, str]]:
     if "slurm" in backends:
         handlers.append((r"/api/batchspawner", "daas_hub.spawners.slurm.SessionPortHandler"))
     # every hub page with a trailing slash (/hub/login/ -> /hub/login), registered last
-    handlers.append((SLASH_PATTERN, "daas_hub.slash_page.TrailingSlashHandler"))
+    handlers.append((SLASH_PATTERN, "daas_hub.spawners.slash_page.TrailingSlashHandler"))
     return handlers
 
 
