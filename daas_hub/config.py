@@ -93,11 +93,16 @@ def no_settings_error() -> SettingsError:
 def check_hub_account(settings: Settings, euid: int) -> None:
     """Refuse a hub without root outside the demo: sessions would run as the hub's own account.
 
+    A Kubernetes-only site is the exception (the chart's hub runs as uid 1000): its
+    sessions are pods, never processes on the hub's machine.
+
     Such sessions could read the hub's cookie secret, its database and the crypt key in
     ``/proc/<hub>/environ``. The demo accepts it (its sessions share one account anyway).
     """
     if euid == 0 or settings.demo:
         return
+    if set(settings.backends or (settings.backend,)) <= {"kubernetes"}:
+        return  # sessions run in pods as each person's account, never on the hub's machine
     raise SettingsError(
         settings.file, "(the hub's account)",
         f"the hub runs as {getpass.getuser()}, not root, so it cannot start sessions as other "

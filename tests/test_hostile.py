@@ -366,6 +366,10 @@ def test_a_site_hub_without_root_refuses_to_start(tmp_path):
     with pytest.raises(SettingsError, match="not root, so it cannot start sessions as other accounts") as e:
         check_hub_account(replace(demo, demo=False), 1000)
     assert "cookie secret, database and encryption key" in str(e.value)
+    with pytest.raises(SettingsError, match="not root"):  # one local or Slurm backend is enough to need root
+        check_hub_account(replace(demo, demo=False, backend="kubernetes", backends=("kubernetes", "slurm")), 1000)
+    # sessions only in pods (the chart's hub runs as uid 1000): nothing runs on the hub's machine
+    check_hub_account(replace(demo, demo=False, backend="kubernetes", backends=("kubernetes",)), 1000)
 
 
 def test_sessions_as_another_account_need_root():
