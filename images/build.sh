@@ -61,7 +61,7 @@ base_os() {
   if [ ! -s "$tar" ]; then
     say "making the Debian $SUITE base with mmdebstrap into $tar"
     install -d -m 0755 "$CACHE_DIR"
-    mmdebstrap --variant=minbase --include=ca-certificates "$SUITE" "$tar.part" "$MIRROR"
+    mmdebstrap --quiet --format=tar --variant=minbase --include=ca-certificates "$SUITE" "$tar.part" "$MIRROR"
     mv "$tar.part" "$tar"
   fi
   if ! $ENGINE image exists "$LOCAL_OS" 2>/dev/null || [ "$tar" -nt "$CACHE_DIR/.imported" ]; then
@@ -82,13 +82,32 @@ wheels() {
     say "$PYTHON is $pyv but the wheelhouse is for $(basename "$WHEELHOUSE") (Debian $SUITE's python3); set PYTHON"
     exit 1
   fi
-  say "filling the wheelhouse $WHEELHOUSE from ${reqs[*]#"$repo"/}"
   install -d -m 0755 "$WHEELHOUSE"
-  local args=() r
-  for r in "${reqs[@]}"; do args+=(-r "$r"); done
-  # --no-deps: the locks are complete; a package missing from them fails the image build
-  # (pip install --no-index), which is how an unlocked dependency is caught.
-  "$PYTHON" -m pip wheel -q --no-deps --wheel-dir "$WHEELHOUSE" "${args[@]}"
+  # only the pins that have no wheel yet go to the package index
+  local missing; missing=$(mktemp)
+  "$PYTHON" - "$WHEELHOUSE" "${reqs[@]}" > "$missing" <<'PY'
+import re, sys
+from pathlib import Path
+norm = lambda n: re.sub(r"[-_.]+", "_", n).lower()
+have = {norm(w.name.split("-")[0]) + "==" + w.name.split("-")[1] for w in Path(sys.argv[1]).glob("*.whl")}
+pins = set()
+for f in sys.argv[2:]:
+    for line in open(f):
+        line = line.split("#")[0].strip()
+        if "==" in line:
+            pins.add(line)
+for pin in sorted(pins):
+    name, version = pin.split("==")
+    if f"{norm(name)}=={version}" not in have:
+        print(pin)
+PY
+  if [ -s "$missing" ]; then
+    say "filling the wheelhouse $WHEELHOUSE: $(wc -l < "$missing") packages"
+    # --no-deps: the locks are complete; a package missing from them fails the image build
+    # (pip install --no-index), which is how an unlocked dependency is caught.
+    "$PYTHON" -m pip wheel -q --no-deps --wheel-dir "$WHEELHOUSE" -r "$missing"
+  fi
+  rm -f "$missing"
   echo "$sum" > "$WHEELHOUSE/.locks.sha"
 }
 
@@ -105,6 +124,8 @@ build_image() {
   [ -f "$file" ] || { say "no images/$name/Containerfile"; exit 1; }
   local args=(build -f "$file" -t "$IMAGE_PREFIX/$name:$VERSION" --build-arg "BASE_IMAGE=$(from_for "$name")"
               --build-arg "DAAS_HUB_VERSION=$VERSION" --label "org.opencontainers.image.version=$VERSION")
+  # docker's image format: OCI's has no SHELL instruction
+  [ "$ENGINE" = podman ] && args+=(--format docker)
   if [ -n "$WHEELHOUSE" ]; then
     [ "$ENGINE" = podman ] || { say "the wheelhouse mount needs podman; with docker set WHEELHOUSE=''"; exit 1; }
     args+=(-v "$WHEELHOUSE:/wheels:ro")
