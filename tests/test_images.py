@@ -296,3 +296,11 @@ def test_technique_image_works_as_facility_user(all_images, facility_data, name)
     assert r.returncode == 0, r.stdout + r.stderr
     info = json.loads(podman("image", "inspect", tag(name)).stdout)[0]
     print(f"\n{tag(name)}: {info['Size'] / 1e6:.0f} MB; {r.stdout.strip()}")
+
+
+def test_image_start_benchmark_smoke(base_image):
+    """benchmarks/image_start.py runs (one round); its figures are not asserted."""
+    r = subprocess.run([str(BIN / "python"), str(REPO / "benchmarks" / "image_start.py"), "--rounds", "1"],
+                       env=ENV, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "base" in r.stdout and "/api/status" in r.stdout
