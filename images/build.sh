@@ -17,6 +17,7 @@
 #   HUB_BASE      image the hub is built FROM (default: OS_BASE; a site sets quay.io/jupyterhub/k8s-hub:4.4.0)
 #   PYTHON        Python used to fill the wheelhouse (default python3); must be the base's minor version
 #   WHEELHOUSE    set to "" to install from the package index inside the build instead
+#                 (the default with docker, whose build has no volume mounts)
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -38,7 +39,8 @@ MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 LOCAL_OS=localhost/daas-hub/debian:$SUITE-minbase
 OS_BASE=${OS_BASE:-$LOCAL_OS}
 HUB_BASE=${HUB_BASE:-$OS_BASE}
-WHEELHOUSE=${WHEELHOUSE-$CACHE_DIR/wheels/cp311}
+# the wheelhouse is mounted into builds with podman build -v; docker builds install from the index
+if [ "$ENGINE" = podman ]; then WHEELHOUSE=${WHEELHOUSE-$CACHE_DIR/wheels/cp311}; else WHEELHOUSE=${WHEELHOUSE:-}; fi
 LOCKS=("$repo/requirements/demo.lock" "$repo/requirements/build.txt")
 
 say() { echo "images/build.sh: $*" >&2; }
@@ -64,7 +66,7 @@ base_os() {
     mmdebstrap --quiet --format=tar --variant=minbase --include=ca-certificates "$SUITE" "$tar.part" "$MIRROR"
     mv "$tar.part" "$tar"
   fi
-  if ! $ENGINE image exists "$LOCAL_OS" 2>/dev/null || [ "$tar" -nt "$CACHE_DIR/.imported" ]; then
+  if ! $ENGINE image inspect "$LOCAL_OS" >/dev/null 2>&1 || [ "$tar" -nt "$CACHE_DIR/.imported" ]; then
     say "importing $tar as $LOCAL_OS"
     $ENGINE import --change 'CMD ["/bin/bash"]' "$tar" "$LOCAL_OS" >/dev/null
     touch "$CACHE_DIR/.imported"
