@@ -16,6 +16,8 @@ PYTEST_ARGS ?=
 # container images (docs/images.md): tagged $(IMAGE_PREFIX)/NAME:VERSION (VERSION from pyproject.toml)
 IMAGE_PREFIX ?= localhost/daas-hub
 IMAGE_CACHE ?= /var/cache/daas-hub
+VERSION ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+IMAGE_VERSION := $(VERSION)
 
 SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
@@ -39,8 +41,8 @@ install-test: apt-demo apt-test apt-slurm apt-images python-test node project
 # cached in $(IMAGE_CACHE)), then the image tests on all of them; `make test` builds
 # and tests only the session base.
 images: apt-images python-test project
-	IMAGE_PREFIX=$(IMAGE_PREFIX) CACHE_DIR=$(IMAGE_CACHE) PYTHON=$(VENV)/bin/python images/build.sh all
-	cd $(CURDIR) && DAAS_HUB_IMAGES=all IMAGE_PREFIX=$(IMAGE_PREFIX) CACHE_DIR=$(IMAGE_CACHE) \
+	IMAGE_PREFIX=$(IMAGE_PREFIX) CACHE_DIR=$(IMAGE_CACHE) VERSION=$(IMAGE_VERSION) PYTHON=$(VENV)/bin/python images/build.sh all
+	cd $(CURDIR) && DAAS_HUB_IMAGES=all IMAGE_PREFIX=$(IMAGE_PREFIX) CACHE_DIR=$(IMAGE_CACHE) VERSION=$(IMAGE_VERSION) \
 	  $(VENV)/bin/pytest tests/test_images.py tests/test_images_static.py $(PYTEST_ARGS)
 
 # re-resolve images/*/requirements.lock from images/*/requirements.in (needs the package index)

@@ -46,8 +46,9 @@ needs_all = pytest.mark.skipif(not ALL, reason="built and tested by `make images
 
 
 def version() -> str:
+    """The images' tag: ``VERSION`` as ``make images VERSION=...`` sets it, else the project's."""
     import tomllib
-    return tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
+    return os.environ.get("VERSION") or tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
 
 
 def tag(name: str) -> str:
