@@ -1,6 +1,7 @@
 # daas-hub: two commands on a fresh Debian machine, as root:
 #   make demo   installs everything the demo needs, then runs it in the foreground
 #   make test   installs everything the tests need, then runs them all
+#   make images builds every container image under images/ with podman and tests them
 #
 # Everything is installed under $(PREFIX) (a venv built with Debian's Python, the
 # node packages) so that the unprivileged accounts sessions run as can use it.
@@ -12,6 +13,11 @@ SYSTEM_PYTHON ?= /usr/bin/python3
 DEMO_DIR ?= /var/lib/daas-hub/demo
 DEMO_URL ?= http://127.0.0.1:8000
 PYTEST_ARGS ?=
+# container images (docs/images.md): tagged $(IMAGE_PREFIX)/NAME:VERSION (VERSION from pyproject.toml)
+IMAGE_PREFIX ?= localhost/daas-hub
+IMAGE_CACHE ?= /var/cache/daas-hub
+VERSION ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+IMAGE_VERSION := $(VERSION)
 
 SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
@@ -19,7 +25,7 @@ export PATH := $(VENV)/bin:$(PATH)
 export DEBIAN_FRONTEND := noninteractive
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: demo test install-demo install-test apt-demo apt-test apt-slurm kube-apiserver python-demo python-test node project lint lock clean
+.PHONY: demo test images images-lock install-demo install-test apt-demo apt-test apt-slurm apt-images kube-apiserver python-demo python-test node project lint lock clean
 
 demo: install-demo
 	$(VENV)/bin/daas-hub demo --dir $(DEMO_DIR) --url $(DEMO_URL) --config $(CURDIR)/jupyterhub_config.py
@@ -29,7 +35,19 @@ test: install-test
 	cd $(CURDIR) && $(VENV)/bin/pytest $(PYTEST_ARGS)
 
 install-demo: apt-demo python-demo node project
-install-test: apt-demo apt-test apt-slurm kube-apiserver python-test node project
+install-test: apt-demo apt-test apt-slurm apt-images kube-apiserver python-test node project
+
+# every image under images/ (Debian base by mmdebstrap, wheelhouse from the locks, both
+# cached in $(IMAGE_CACHE)), then the image tests on all of them; `make test` builds
+# and tests only the session base.
+images: apt-images python-test project
+	IMAGE_PREFIX=$(IMAGE_PREFIX) CACHE_DIR=$(IMAGE_CACHE) VERSION=$(IMAGE_VERSION) PYTHON=$(VENV)/bin/python images/build.sh all
+	cd $(CURDIR) && DAAS_HUB_IMAGES=all IMAGE_PREFIX=$(IMAGE_PREFIX) CACHE_DIR=$(IMAGE_CACHE) VERSION=$(IMAGE_VERSION) \
+	  $(VENV)/bin/pytest tests/test_images.py tests/test_images_static.py $(PYTEST_ARGS)
+
+# re-resolve images/*/requirements.lock from images/*/requirements.in (needs the package index)
+images-lock: $(VENV)/bin/python
+	PYTHON=$(VENV)/bin/python images/lock.sh $$(cd images && ls */requirements.in | xargs -n1 dirname)
 
 # -- system packages: apt-get update once, then install what is missing
 define apt_install
@@ -59,6 +77,9 @@ apt-slurm:
 KUBE_CACHE_DIR ?= /var/cache/daas-hub
 kube-apiserver:
 	KUBE_CACHE_DIR=$(KUBE_CACHE_DIR) requirements/build-kube-apiserver.sh
+
+apt-images:
+	$(call apt_install,requirements/apt-images.txt)
 
 # -- Python: a venv with Debian's python3, world-readable, from the lock files
 $(VENV)/bin/python:
