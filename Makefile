@@ -12,6 +12,11 @@ SYSTEM_PYTHON ?= /usr/bin/python3
 DEMO_DIR ?= /var/lib/daas-hub/demo
 DEMO_URL ?= http://127.0.0.1:8000
 PYTEST_ARGS ?=
+# guacd (for the VM gateway's tests and the demo): built from the release source, cached
+GUACD_VERSION := 1.6.0
+GUACD_SHA256 := f214dde1aefcff8f88c49ab028dd0855d6ef76bfceffdad44000619cfd0ff716
+GUACD_TARBALL ?= $(abspath $(CURDIR)/../shared/vendor/guacamole-server-$(GUACD_VERSION).tar.gz)
+GUACD_DIR ?= /var/cache/daas-hub/guacd-$(GUACD_VERSION)
 
 SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
@@ -19,7 +24,7 @@ export PATH := $(VENV)/bin:$(PATH)
 export DEBIAN_FRONTEND := noninteractive
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: demo test install-demo install-test apt-demo apt-test apt-slurm python-demo python-test node project lint lock clean
+.PHONY: demo test install-demo install-test apt-demo apt-test apt-slurm apt-guacd apt-vm-test guacd python-demo python-test node project lint lock clean
 
 demo: install-demo
 	$(VENV)/bin/daas-hub demo --dir $(DEMO_DIR) --url $(DEMO_URL) --config $(CURDIR)/jupyterhub_config.py
@@ -29,7 +34,7 @@ test: install-test
 	cd $(CURDIR) && $(VENV)/bin/pytest $(PYTEST_ARGS)
 
 install-demo: apt-demo python-demo node project
-install-test: apt-demo apt-test apt-slurm python-test node project
+install-test: apt-demo apt-test apt-slurm apt-vm-test python-test node project guacd
 
 # -- system packages: apt-get update once, then install what is missing
 define apt_install
@@ -53,6 +58,16 @@ apt-test:
 
 apt-slurm:
 	$(call apt_install,requirements/apt-slurm.txt)
+
+apt-guacd:
+	$(call apt_install,requirements/apt-guacd.txt)
+
+apt-vm-test:
+	$(call apt_install,requirements/apt-vm-test.txt)
+
+# -- guacd from its release source, into a cache outside the repository (docs/desktops.md)
+guacd: apt-guacd
+	requirements/build-guacd.sh $(GUACD_TARBALL) $(GUACD_SHA256) $(GUACD_DIR)
 
 # -- Python: a venv with Debian's python3, world-readable, from the lock files
 $(VENV)/bin/python:
