@@ -7,7 +7,8 @@
 
 The hub then starts the gateway (:mod:`daas_hub.proxies.gateway`) as the service
 ``vm`` under its own account, routes ``/services/vm/`` to it, lets it read the
-users' ``auth_state`` (account and proposals, no provider tokens), and tells
+users' ``auth_state`` (account and proposals, no provider tokens), lets every user
+reach it (the ``user`` role gains ``access:services!service=vm``), and tells
 sessions where it is (a launcher tile and ``<server>/vm/``). Nothing here imports
 JupyterHub: the builders are pure and :func:`configure_vm_gateway` only sets traitlets.
 """
@@ -48,6 +49,12 @@ def gateway_role(name: str = SERVICE_NAME) -> dict:
     }
 
 
+def users_role(name: str = SERVICE_NAME) -> dict:
+    """JupyterHub's ``user`` role plus access to the gateway (the default ``user`` role is ``self`` only); pure."""
+    return {"name": "user", "description": "Every user: their own resources, and the VM gateway.",
+            "scopes": ["self", f"access:services!service={name}"]}
+
+
 def _append(config_section, trait: str, value) -> None:
     current = config_section.get(trait) if trait in config_section else None
     if isinstance(current, list):
@@ -62,5 +69,6 @@ def configure_vm_gateway(c, *, config_file: str, account: str = DEFAULT_ACCOUNT,
     _append(c.JupyterHub, "services", gateway_service(config_file=config_file, account=account, port=port,
                                                       name=name, extra_args=extra_args))
     _append(c.JupyterHub, "load_roles", gateway_role(name))
+    _append(c.JupyterHub, "load_roles", users_role(name))
     c.LocalSpawner.vm_service = name
     c.SlurmSpawner.vm_service = name

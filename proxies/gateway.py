@@ -525,7 +525,10 @@ class TunnelHandler(_GatewayHandler, websocket.WebSocketHandler):
 def main(argv=None):
     app = VmGateway.instance()
     app.initialize(argv)
-    app.start()
+    try:
+        app.start()
+    except KeyboardInterrupt:  # the hub stops its services with SIGINT
+        pass
 
 
 if __name__ == "__main__":

@@ -166,20 +166,21 @@ import os
 load_subconfig({config!r})
 c.JupyterHub.hub_bind_url = {hub_bind!r}
 c.ConfigurableHTTPProxy.api_url = {proxy_api!r}
-c.JupyterHub.services = [{{"name": "daas-tests", "api_token": os.environ["DAAS_TEST_TOKEN"]}}]
-c.JupyterHub.load_roles = [{{
+c.JupyterHub.services.append({{"name": "daas-tests", "api_token": os.environ["DAAS_TEST_TOKEN"]}})
+c.JupyterHub.load_roles.append({{
     "name": "daas-tests",
     "scopes": ["admin:users", "admin:servers", "access:servers", "admin:groups", "read:users"],
     "services": ["daas-tests"],
-}}]
+}})
 """
 
 
 def start_hub(site: Path, *, settings: Path | None = None, extra_args=(), wait: bool = True, bin_dir: Path = BIN,
-              port: int | None = None, env: dict | None = None):
+              port: int | None = None, env: dict | None = None, extra_config: str = ""):
     """Start ``jupyterhub -f jupyterhub_config.py`` for the site and wait for it.
 
-    ``port``: listen there (default: a free one); ``env``: extra environment.
+    ``port``: listen there (default: a free one); ``env``: extra environment;
+    ``extra_config``: Python appended to the test config (as a site's jupyterhub_config.py would).
     """
     from daas_hub.settings import load_settings
 
@@ -192,7 +193,7 @@ def start_hub(site: Path, *, settings: Path | None = None, extra_args=(), wait: 
         config=str(REPO / "jupyterhub_config.py"),
         hub_bind=f"http://127.0.0.1:{free_port()}",
         proxy_api=f"http://127.0.0.1:{free_port()}",
-    ))
+    ) + extra_config)
     extra_env = env
     env = dict(os.environ)
     env.update({
