@@ -137,7 +137,7 @@ class XrdpTarget:
 ini_version=1
 fork=true
 port=tcp://127.0.0.1:{self.port}
-security_layer=tls
+security_layer=negotiate
 certificate=/etc/xrdp/cert.pem
 key_file=/etc/xrdp/key.pem
 crypt_level=high
