@@ -78,8 +78,11 @@ class Guacd:
         self.gateway_uid = gateway_uid
         account = ensure_account(GUACD_ACCOUNT)
         self.account = account
+        home = servers.folder / "guacd-home"  # FreeRDP keeps its certificate store in $HOME
+        home.mkdir(mode=0o700)
+        os.chown(home, account.pw_uid, account.pw_gid)
         self.proc = servers.start("guacd", [
-            "runuser", "-u", GUACD_ACCOUNT, "--", "env", f"LD_LIBRARY_PATH={GUACD_DIR}/lib",
+            "runuser", "-u", GUACD_ACCOUNT, "--", "env", f"LD_LIBRARY_PATH={GUACD_DIR}/lib", f"HOME={home}",
             str(GUACD_DIR / "sbin/guacd"), "-b", "127.0.0.1", "-l", str(self.port), "-f", "-L", "info",
         ])
         wait_until(lambda: listening(self.port), timeout=30, what="guacd listening")
@@ -137,7 +140,7 @@ class XrdpTarget:
 ini_version=1
 fork=true
 port=tcp://127.0.0.1:{self.port}
-security_layer=negotiate
+security_layer=rdp
 certificate=/etc/xrdp/cert.pem
 key_file=/etc/xrdp/key.pem
 crypt_level=high
