@@ -18,6 +18,11 @@ IMAGE_PREFIX ?= localhost/daas-hub
 IMAGE_CACHE ?= /var/cache/daas-hub
 VERSION ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 IMAGE_VERSION := $(VERSION)
+# guacd (for the VM gateway's tests and the demo): built from the release source, cached
+GUACD_VERSION := 1.6.0
+GUACD_SHA256 := f214dde1aefcff8f88c49ab028dd0855d6ef76bfceffdad44000619cfd0ff716
+GUACD_TARBALL ?= $(abspath $(CURDIR)/../shared/vendor/guacamole-server-$(GUACD_VERSION).tar.gz)
+GUACD_DIR ?= /var/cache/daas-hub/guacd-$(GUACD_VERSION)
 
 SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
@@ -25,7 +30,7 @@ export PATH := $(VENV)/bin:$(PATH)
 export DEBIAN_FRONTEND := noninteractive
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: demo test images images-lock install-demo install-test apt-demo apt-test apt-slurm apt-images kube-apiserver python-demo python-test node project lint lock clean
+.PHONY: demo test images images-lock install-demo install-test apt-demo apt-test apt-slurm apt-images apt-guacd apt-vm-test guacd kube-apiserver python-demo python-test node project lint lock clean
 
 demo: install-demo
 	$(VENV)/bin/daas-hub demo --dir $(DEMO_DIR) --url $(DEMO_URL) --config $(CURDIR)/jupyterhub_config.py
@@ -35,7 +40,7 @@ test: install-test
 	cd $(CURDIR) && $(VENV)/bin/pytest $(PYTEST_ARGS)
 
 install-demo: apt-demo python-demo node project
-install-test: apt-demo apt-test apt-slurm apt-images kube-apiserver python-test node project
+install-test: apt-demo apt-test apt-slurm apt-images apt-vm-test kube-apiserver python-test node project guacd
 
 # every image under images/ (Debian base by mmdebstrap, wheelhouse from the locks, both
 # cached in $(IMAGE_CACHE)), then the image tests on all of them; `make test` builds
@@ -80,6 +85,16 @@ kube-apiserver:
 
 apt-images:
 	$(call apt_install,requirements/apt-images.txt)
+
+apt-guacd:
+	$(call apt_install,requirements/apt-guacd.txt)
+
+apt-vm-test:
+	$(call apt_install,requirements/apt-vm-test.txt)
+
+# -- guacd from its release source, into a cache outside the repository (docs/desktops.md)
+guacd: apt-guacd
+	requirements/build-guacd.sh $(GUACD_TARBALL) $(GUACD_SHA256) $(GUACD_DIR)
 
 # -- Python: a venv with Debian's python3, world-readable, from the lock files
 $(VENV)/bin/python:

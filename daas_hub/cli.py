@@ -5,6 +5,7 @@
     daas-hub status [--settings FILE]
     daas-hub usage --from DATE --to DATE [--by proposal|user|course] [--csv] [--settings FILE]
     daas-hub proposals USER [--settings FILE] [--provider NAME] [--email EMAIL] [--no-cache]
+    daas-hub guacd-firewall --port PORT --allow ACCOUNT [--remove]
 """
 
 from __future__ import annotations
@@ -203,6 +204,27 @@ def _data_path(path: str | None) -> str:
     return path
 
 
+def cmd_guacd_firewall(args) -> int:
+    import pwd
+
+    from . import guacd_firewall
+
+    try:
+        uid = pwd.getpwnam(args.allow).pw_uid
+    except KeyError:
+        print(f"daas-hub guacd-firewall: there is no account {args.allow!r} (create the VM gateway's account "
+              f"first, docs/desktops.md)", file=sys.stderr)
+        return 2
+    try:
+        (guacd_firewall.remove if args.remove else guacd_firewall.apply)(args.port, uid)
+    except guacd_firewall.FirewallError as e:
+        print(f"daas-hub guacd-firewall: {e}", file=sys.stderr)
+        return 1
+    what = "removed" if args.remove else "in place"
+    print(f"guacd on port {args.port}: the rule admitting only {args.allow} (uid {uid}) is {what}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="daas-hub", description="Data Analysis as a Service hub")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -239,6 +261,11 @@ def main(argv: list[str] | None = None) -> int:
     props.add_argument("--email", help="the email the identity provider released")
     props.add_argument("--no-cache", action="store_true", help="ask the catalogue directly, bypassing the cache")
     props.set_defaults(func=cmd_proposals)
+    fw = sub.add_parser("guacd-firewall", help="let only the VM gateway's account connect to guacd (iptables, root)")
+    fw.add_argument("--port", type=int, required=True, help="guacd's port on 127.0.0.1")
+    fw.add_argument("--allow", required=True, help="the VM gateway's account")
+    fw.add_argument("--remove", action="store_true", help="remove the rule")
+    fw.set_defaults(func=cmd_guacd_firewall)
     args = parser.parse_args(argv)
     return args.func(args)
 

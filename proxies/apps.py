@@ -40,6 +40,13 @@ class DesktopApp:
         return f"apps/{self.id}/desktop/"
 
 
+def icon_path(name: str) -> str:
+    """The SVG icon daas-hub ships for ``name`` (an application id, ``vm``), or the generic one."""
+    icons = resources.files("daas_hub.proxies").joinpath("icons")
+    icon = icons.joinpath(f"{name}.svg")
+    return str(icon if icon.is_file() else icons.joinpath("application.svg"))
+
+
 def default_app_list_path() -> str:
     return str(resources.files("daas_hub.proxies").joinpath("apps.yaml"))
 
@@ -84,7 +91,7 @@ class DesktopPlan:
 
 def plan_desktops(
     apps: tuple[DesktopApp, ...], *, proposals_dir: str, which: Callable[[str], str | None],
-    full_desktop: bool = True, xstartup: str | None = None,
+    full_desktop: bool = True, xstartup: str | None = None, guard: tuple[str, ...] = (),
 ) -> DesktopPlan:
     """The desktops this session can run.
 
@@ -117,7 +124,7 @@ def plan_desktops(
                 vncserver, full_desktop_startup(proposals_dir, terminal=terminal, file_manager=file_manager),
                 proposals_dir, title="Desktop", path_info="desktop", xstartup=xstartup,
                 # jupyter-remote-desktop-proxy's own entry point brings the tile
-                launcher=False,
+                launcher=False, guard=guard,
             )
             offered.append("desktop")
 
@@ -129,7 +136,7 @@ def plan_desktops(
             continue
         servers[app_entry_name(app.id)] = build_vnc_entry(
             vncserver, shlex.join([which(app.command[0]), *app.command[1:]]), proposals_dir, title=app.title, path_info=app.path_info,
-            xstartup=xstartup, geometry=app.geometry, icon_path=app.icon,
+            xstartup=xstartup, geometry=app.geometry, icon_path=app.icon or icon_path(app.id), guard=guard,
         )
         offered.append(app.id)
     return DesktopPlan(servers, tuple(offered), tuple(skipped))

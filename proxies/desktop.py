@@ -5,8 +5,10 @@ window, a clipboard panel both ways) is served unchanged at ``<server>/desktop/`
 and, for application desktops, at ``<server>/apps/<id>/desktop/``
 (:mod:`daas_hub.proxies.extension`). What changes is how the VNC server runs:
 
-- a plain command list instead of the package's ``/bin/sh -c`` wrapper, so
-  stopping the entry stops Xvnc and everything in the desktop;
+- a plain command list instead of the package's ``/bin/sh -c`` wrapper, run under
+  the desktop guard (:mod:`daas_hub.proxies.lifetime`), so stopping the entry, or the
+  session's server ending in any way (SIGKILL included), ends Xvnc and everything
+  in the desktop;
 - ``-rfbunixpath`` with ``-rfbport -1`` and ``-nolisten tcp``: Xvnc listens on a
   unix socket only, never on a TCP port another process could reach;
 - the program starts through ``openbox --startup`` (starting it beside the
@@ -51,19 +53,20 @@ def full_desktop_startup(proposals_dir: str, *, terminal: str = "xterm", file_ma
 def build_vnc_entry(
     vncserver: str, startup: str, workdir: str, *,
     title: str, path_info: str, xstartup: str | None = None, geometry: str = DEFAULT_GEOMETRY,
-    launcher: bool = True, icon_path: str = "",
+    launcher: bool = True, icon_path: str = "", guard: tuple[str, ...] = (),
 ) -> dict:
     """The jupyter-server-proxy settings of one desktop (a ``ServerProcess`` dict); pure.
 
     ``startup`` is the command line openbox starts (``openbox --startup``), run in
-    ``workdir``.
+    ``workdir``. ``guard``: the command prefix that ties the desktop to the server's
+    lifetime (:func:`daas_hub.proxies.lifetime.guard_prefix`).
     """
     launcher_entry = {"enabled": launcher, "title": title, "path_info": path_info, "category": "Desktops"}
     if icon_path:
         launcher_entry["icon_path"] = icon_path
     return {
         "command": [
-            vncserver, "-rfbunixpath", "{unix_socket}", "-rfbport", "-1", "-nolisten", "tcp",
+            *guard, vncserver, "-rfbunixpath", "{unix_socket}", "-rfbport", "-1", "-nolisten", "tcp",
             "-xstartup", xstartup or xstartup_path(), "-verbose", "-fg", "-geometry", geometry,
             "-SecurityTypes", "None",
         ],

@@ -1,33 +1,35 @@
-"""The daas-hub server extension of the session: desktops, application desktops, VM bridge.
+"""The daas-hub server extension of the session: desktops, application desktops, VM link.
 
 Enabled by ``etc/jupyter/jupyter_server_config.d/daas_hub_proxies.json`` (installed
-with the package). At link time it adds the desktop entries to
-``c.ServerProxy.servers`` (so jupyter-server-proxy supervises them and shows their
-launcher tiles, and our ``desktop-websockify`` wins over
+with the package). At link time it ends desktops an earlier server of this session
+left behind (:func:`daas_hub.proxies.lifetime.reap_orphans`) and adds the desktop
+entries to ``c.ServerProxy.servers`` (so jupyter-server-proxy supervises them and
+shows their launcher tiles, and our ``desktop-websockify`` wins over
 jupyter-remote-desktop-proxy's entry point of the same name); at load time it
-serves jupyter-remote-desktop-proxy's viewer for each application desktop and the
-Guacamole page and tunnel (:mod:`daas_hub.proxies.guacamole`).
+serves jupyter-remote-desktop-proxy's viewer for each application desktop, and
+``<server>/vm/``: a link to the hub's VM gateway (:mod:`daas_hub.proxies.gateway`).
+The session never talks to guacd and holds no VM credential.
 """
 
 from __future__ import annotations
 
-import asyncio
-import html
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 from jupyter_server.base.handlers import JupyterHandler
 from jupyter_server.utils import url_path_join
-from tornado import web, websocket
-from traitlets import Bool, Float, Unicode, default, observe
+from tornado import web
+from traitlets import Bool, Unicode, default, observe
 from traitlets.config import Configurable
 
-from . import guacamole as guac
-from .apps import APP_LIST_ENV, load_app_list, plan_desktops
-from .desktop import DesktopServerProcess, _record_input_activity
+from .apps import APP_LIST_ENV, icon_path, load_app_list, plan_desktops
+from .desktop import DesktopServerProcess
+from .lifetime import guard_prefix, reap_orphans
+
+#: the VM gateway's hub service name, set by the hub (daas_hub.vmgateway.SERVICE_ENV)
+VM_SERVICE_ENV = "DAAS_HUB_VM_SERVICE"
 
 
 class DesktopApps(Configurable):
@@ -64,28 +66,6 @@ class DesktopApps(Configurable):
     proposals_folder = Unicode(
         "proposals", config=True,
         help="""The folder (relative to the home) desktops open in: the session's proposals folder.""",
-    )
-
-
-class GuacamoleBridge(Configurable):
-    """The bridge to guacd for the facility's virtual machines."""
-
-    client_js = Unicode(
-        config=True,
-        help="""guacamole-common-js (its CommonJS build, ``guacamole-common.js``) served to the VM page.
-
-        Default: ``<sys.prefix>/share/daas-hub/guacamole-common-js/guacamole-common.js``,
-        where ``make project`` copies it from the npm package.
-        """,
-    )
-
-    @default("client_js")
-    def _default_client_js(self):
-        return str(Path(sys.prefix) / "share/daas-hub/guacamole-common-js/guacamole-common.js")
-
-    connect_timeout = Float(
-        5, config=True, help="""Seconds to wait for guacd to accept a connection (the page says the VM
-        desktop is unavailable after that).""",
     )
 
 
@@ -151,6 +131,8 @@ def _python_shebang(path: str) -> str | None:
 
 def _link_jupyter_server_extension(serverapp):
     log = serverapp.log
+    for pid, cmd in reap_orphans():
+        log.warning("daas-hub: ended %s (pid %d), left behind by an earlier server of this session", cmd, pid)
     cfg = DesktopApps(parent=serverapp)
     home = os.path.expanduser("~")
     proposals = os.path.join(home, cfg.proposals_folder)
@@ -161,7 +143,8 @@ def _link_jupyter_server_extension(serverapp):
         log.error("daas-hub: application desktops are not offered: %s", e)
         apps = ()
     which = GuiWhich()
-    plan = plan_desktops(apps, proposals_dir=workdir, which=which, full_desktop=cfg.full_desktop)
+    plan = plan_desktops(apps, proposals_dir=workdir, which=which, full_desktop=cfg.full_desktop,
+                         guard=tuple(guard_prefix()))
     for what, why in plan.skipped:
         log.warning("daas-hub: %s not offered: %s", what, why)
     for name, passed in which.passed_over.items():
@@ -174,6 +157,11 @@ def _link_jupyter_server_extension(serverapp):
             log.info("daas-hub: c.ServerProxy.servers[%r] is set by the site; keeping it", name)
             continue
         servers[name] = DesktopServerProcess(name=name, **entry)
+    if os.environ.get(VM_SERVICE_ENV) and "vm" not in servers:
+        # a launcher tile only: no process, no proxy; <server>/vm/ leads to the hub's gateway
+        servers["vm"] = {"launcher_entry": {"title": "Facility VMs", "path_info": "vm/", "category": "Desktops",
+                                            "icon_path": icon_path("vm")},
+                         "new_browser_tab": True}
     serverapp.config.ServerProxy.servers = servers
     serverapp._daas_desktop_apps = [n for n in plan.offered if n != "desktop"]
 
@@ -188,220 +176,26 @@ def _load_jupyter_server_extension(serverapp):
         viewer = url_path_join(base, "apps", app_id, "desktop")
         handlers += [(viewer, AddSlashHandler), (viewer + "/", DesktopHandler)]
 
-    bridge = GuacamoleBridge(parent=serverapp)
-    try:
-        targets = guac.parse_targets(os.environ.get(guac.TARGETS_ENV, ""))
-        guacd = guac.parse_guacd(os.environ.get(guac.GUACD_ENV, ""))
-    except ValueError as e:
-        serverapp.log.error("daas-hub: VM desktops are unavailable: %s", e)
-        targets, guacd = {}, None
-    options = {"targets": targets, "guacd": guacd, "bridge": bridge}
-    vm = url_path_join(base, "vm")
-    handlers += [
-        (vm, AddSlashHandler),
-        (vm + "/", VmIndexHandler, options),
-        (vm + "/static/guacamole-common.js", GuacamoleJsHandler, options),
-        (vm + r"/([a-z0-9][a-z0-9-]*)", AddSlashHandler),
-        (vm + r"/([a-z0-9][a-z0-9-]*)/", VmPageHandler, options),
-        (vm + r"/([a-z0-9][a-z0-9-]*)/tunnel", GuacTunnelHandler, options),
-    ]
+    service = os.environ.get(VM_SERVICE_ENV, "")
+    if service:
+        hub_base = os.environ.get("JUPYTERHUB_BASE_URL", "/")
+        gateway = url_path_join(hub_base, "services", service) + "/"
+        vm = url_path_join(base, "vm")
+        handlers += [(vm, web.RedirectHandler, {"url": gateway}),
+                     (vm + "/.*", VmLinkHandler, {"gateway": gateway})]
     serverapp.web_app.add_handlers(".*", handlers)
-    if targets and not guacd:
-        serverapp.log.warning("daas-hub: %d VM target(s) but no guacd (%s unset): VM desktops are unavailable",
-                              len(targets), guac.GUACD_ENV)
 
 
-# -- the VM pages -------------------------------------------------------------------------
+class VmLinkHandler(JupyterHandler):
+    """``<server>/vm/<id>/`` -> the gateway's page for it (the gateway checks who may open it)."""
 
-_PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>{title}</title>
-<style>
- body {{ margin: 0; font-family: sans-serif; background: #333; color: #eee; }}
- #bar {{ padding: 4px 8px; background: #222; font-size: 14px; }}
- #display {{ outline: none; }}
- a {{ color: #9cf; }}
- .message {{ padding: 2em; font-size: 16px; }}
-</style></head>
-<body>{body}</body></html>
-"""
+    def initialize(self, gateway):
+        self.gateway = gateway
 
-
-class _VmHandler(JupyterHandler):
-    def initialize(self, targets, guacd, bridge):
-        self.targets = targets
-        self.guacd = guacd
-        self.bridge = bridge
-
-    async def guacd_reachable(self) -> bool:
-        if not self.guacd:
-            return False
-        try:
-            _, writer = await asyncio.wait_for(asyncio.open_connection(*self.guacd), self.bridge.connect_timeout)
-        except (TimeoutError, OSError):
-            return False
-        writer.close()
-        return True
-
-    def page(self, title: str, body: str) -> None:
-        self.set_header("Content-Type", "text/html; charset=utf-8")
-        self.set_header("Cache-Control", "no-store")
-        self.finish(_PAGE.format(title=html.escape(title), body=body))
-
-    def unavailable(self, why: str) -> None:
-        self.set_status(503)
-        self.page("VM desktop unavailable", f'<p class="message" id="vm-unavailable">The VM desktop is unavailable: '
-                  f'{html.escape(why)}</p>')
-
-
-class VmIndexHandler(_VmHandler):
-    @web.authenticated
-    async def get(self):
-        if not self.targets:
-            return self.page("Facility VMs", '<p class="message" id="vm-none">No facility virtual machine is '
-                             'open to you (they are given by your proposals and roles).</p>')
-        if not await self.guacd_reachable():
-            return self.unavailable("the remote desktop gateway (guacd) is not running for this session. "
-                                    "Contact the facility's support.")
-        items = "".join(f'<li><a href="{html.escape(t.id)}/">{html.escape(t.title)}</a> ({t.protocol})</li>'
-                        for t in self.targets.values())
-        self.page("Facility VMs", f'<div class="message"><p>Facility virtual machines:</p><ul>{items}</ul></div>')
-
-
-class GuacamoleJsHandler(_VmHandler):
     @web.authenticated
     def get(self):
-        try:
-            text = Path(self.bridge.client_js).read_bytes()
-        except OSError:
-            raise web.HTTPError(404, "guacamole-common-js is not installed in this session") from None
-        self.set_header("Content-Type", "text/javascript; charset=utf-8")
-        self.finish(text)
-
-
-_CLIENT = """<div id="bar"><span id="vm-title">{title}</span> &middot; <span id="vm-status">Connecting...</span>
- &middot; <a href="../">all machines</a></div>
-<div id="display" tabindex="0"></div>
-<script>var module = {{}};  /* the CommonJS build's last line assigns module.exports */</script>
-<script src="../static/guacamole-common.js"></script>
-<script>
-const status = document.getElementById("vm-status");
-const tunnel = new Guacamole.WebSocketTunnel("tunnel");
-const client = new Guacamole.Client(tunnel);
-const display = document.getElementById("display");
-display.appendChild(client.getDisplay().getElement());
-client.onstatechange = (s) => {{
-  status.textContent = ["Idle", "Connecting...", "Waiting...", "Connected", "Disconnecting", "Disconnected"][s];
-  document.body.dataset.state = s;
-}};
-client.onerror = (e) => {{ status.textContent = "Error: " + e.message; document.body.dataset.error = e.code; }};
-const w = Math.max(window.innerWidth, 64), h = Math.max(window.innerHeight - 30, 64);
-client.connect("width=" + w + "&height=" + h + "&dpi=" + Math.round(96 * (window.devicePixelRatio || 1)));
-const mouse = new Guacamole.Mouse(client.getDisplay().getElement());
-mouse.onEach(["mousedown", "mouseup", "mousemove"], (e) => client.sendMouseState(e.state, true));
-const keyboard = new Guacamole.Keyboard(display);
-keyboard.onkeydown = (k) => client.sendKeyEvent(1, k);
-keyboard.onkeyup = (k) => client.sendKeyEvent(0, k);
-window.addEventListener("resize", () => client.sendSize(window.innerWidth, window.innerHeight - 30));
-window.addEventListener("beforeunload", () => client.disconnect());
-window.daasClient = client;
-</script>"""
-
-
-class VmPageHandler(_VmHandler):
-    @web.authenticated
-    async def get(self, target_id):
-        target = self.targets.get(target_id)
-        if target is None:
-            raise web.HTTPError(404, f"no VM {target_id!r} is open to you")
-        if not await self.guacd_reachable():
-            return self.unavailable("the remote desktop gateway (guacd) is not running for this session. "
-                                    "Contact the facility's support.")
-        self.page(target.title, _CLIENT.format(title=html.escape(target.title)))
-
-
-class GuacTunnelHandler(_VmHandler, websocket.WebSocketHandler):
-    """guacamole-common-js's WebSocketTunnel, relayed to guacd after our own handshake."""
-
-    _guacd_writer = None
-
-    def select_subprotocol(self, subprotocols):
-        return "guacamole" if "guacamole" in subprotocols else None
-
-    async def get(self, target_id):
-        if not self.current_user:
-            raise web.HTTPError(403, "sign in to the hub to open a VM desktop")
-        target = self.targets.get(target_id)
-        if target is None:  # refused before any connection is attempted
-            self.log.warning("daas-hub: refused VM target %r: not in this user's allow-list", target_id)
-            raise web.HTTPError(403, f"no VM {target_id!r} is open to you")
-        if not self.guacd:
-            raise web.HTTPError(503, "the VM desktop is unavailable: no guacd for this session")
-        self._target = target
-        await websocket.WebSocketHandler.get(self, target_id)
-
-    async def open(self, target_id):
-        size = guac.client_size({k: self.get_query_argument(k, "") for k in ("width", "height", "dpi")})
-        self._parser = guac.InstructionParser()
-        try:
-            reader, writer = await asyncio.wait_for(asyncio.open_connection(*self.guacd),
-                                                    self.bridge.connect_timeout)
-            self._guacd_writer = writer
-            conn_id, gparser, pending = await guac.guacd_handshake(reader, writer, self._target, size)
-        except (TimeoutError, OSError, guac.ProtocolError) as e:
-            self.log.warning("daas-hub: VM %s: %s", self._target.id, e)
-            self.write_message(guac.encode("error", "The VM desktop is unavailable.", "519"))
-            self.close(1011, "519")
-            return
-        self.log.info("daas-hub: VM %s connected (guacd connection %s)", self._target.id, conn_id)
-        self.write_message(guac.encode(guac.INTERNAL_OPCODE, guac.new_tunnel_id()))
-        if pending:
-            self.write_message("".join(guac.encode(op, *args) for op, args in pending))
-        self._relay = asyncio.ensure_future(self._from_guacd(reader, gparser))
-
-    async def _from_guacd(self, reader, parser):
-        try:
-            while True:
-                data = await reader.read(65536)
-                if not data:
-                    break
-                _, text = parser.feed_raw(parser.decoder.decode(data))
-                if text:
-                    await self.write_message(text)
-        except (websocket.WebSocketClosedError, guac.ProtocolError, OSError) as e:
-            self.log.info("daas-hub: VM %s relay ended: %s", self._target.id, e)
-        finally:
-            self.close()
-
-    def on_message(self, message):
-        if self._guacd_writer is None:
-            return
-        if isinstance(message, bytes):
-            message = message.decode("utf-8", "replace")
-        try:
-            instructions, _ = self._parser.feed_raw(message)
-        except guac.ProtocolError:
-            self.close(1002, "bad instruction")
-            return
-        out = []
-        for opcode, args in instructions:
-            if opcode == guac.INTERNAL_OPCODE:
-                if args[:1] == ["ping"]:
-                    self.write_message(guac.encode(guac.INTERNAL_OPCODE, *args))
-                continue
-            if opcode in guac.HANDSHAKE_OPCODES and opcode != "size":
-                continue  # only the bridge chooses the target and its parameters
-            if opcode in guac.INPUT_OPCODES:
-                _record_input_activity(self)
-            out.append(guac.encode(opcode, *args))
-        if out:
-            self._guacd_writer.write("".join(out).encode())
-
-    def on_close(self):
-        if self._guacd_writer is not None:
-            self._guacd_writer.close()
-        relay = getattr(self, "_relay", None)
-        if relay:
-            relay.cancel()
+        rest = self.request.path.split("/vm/", 1)[1]
+        self.redirect(self.gateway + rest)
 
 
 def _jupyter_server_extension_points():

@@ -1,13 +1,9 @@
-"""A bridge from the browser to guacd, for the facility's virtual machines (RDP, VNC, SSH).
+"""The Guacamole protocol, as the VM gateway speaks it to guacd and to the browser.
 
-The page ``<server>/vm/<target>/`` runs guacamole-common-js (served from the
-session, never a CDN); its ``WebSocketTunnel`` talks to ``<server>/vm/<target>/tunnel``,
-which this module serves. The bridge:
+The VM gateway (:mod:`daas_hub.proxies.gateway`, a hub service running outside
+every session account) serves the page ``/services/vm/<target>/`` with
+guacamole-common-js and its websocket tunnel. With these helpers it:
 
-- takes the target only from the allow-list the hub computed for this user
-  (``$DAAS_HUB_VM_TARGETS``, set by the spawner; :mod:`daas_hub.vmtargets`): the
-  browser names a target by its id, and an id outside the list is refused before
-  any connection is made;
 - does the guacd handshake itself (``select``, ``args``, ``size``/``audio``/
   ``video``/``image``/``timezone``, ``connect``, ``ready``), so the target's host
   and credentials go to guacd and never to the browser; the browser may only
@@ -25,15 +21,12 @@ counted in Unicode characters).
 from __future__ import annotations
 
 import asyncio
-import json
+import codecs
 import os
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from daas_hub.vmtargets import GUACD_ENV, TARGETS_ENV
-
-__all__ = ["GUACD_ENV", "TARGETS_ENV"]
 PROTOCOLS = ("rdp", "vnc", "ssh")
 #: instructions from the browser that are input by a person
 INPUT_OPCODES = frozenset({"mouse", "key", "clipboard", "touch"})
@@ -119,27 +112,13 @@ class Target:
         return {"id": self.id, "title": self.title, "protocol": self.protocol}
 
 
-def parse_targets(text: str) -> dict[str, Target]:
-    """The allow-list from ``$DAAS_HUB_VM_TARGETS`` (JSON written by the spawner)."""
-    if not text:
-        return {}
-    targets = {}
-    for item in json.loads(text):
-        if item.get("protocol") not in PROTOCOLS:
-            raise ValueError(f"VM target {item.get('id')!r}: protocol must be one of {', '.join(PROTOCOLS)}")
-        params = {str(k): str(v) for k, v in (item.get("parameters") or {}).items()}
-        targets[str(item["id"])] = Target(str(item["id"]), str(item.get("title") or item["id"]),
-                                          item["protocol"], params)
-    return targets
-
-
 def parse_guacd(text: str) -> tuple[str, int] | None:
     """``host:port`` -> (host, port); None when unset."""
     if not text:
         return None
     host, _, port = text.rpartition(":")
     if not host or not port.isdigit():
-        raise ValueError(f"{GUACD_ENV} must be host:port, not {text!r}")
+        raise ValueError(f"the guacd address must be host:port, not {text!r}")
     return host.strip("[]"), int(port)
 
 
@@ -224,8 +203,6 @@ class _Utf8:
     """Incremental UTF-8 decoding: guacd may split a character across reads."""
 
     def __init__(self):
-        import codecs
-
         self._d = codecs.getincrementaldecoder("utf-8")(errors="replace")
 
     def decode(self, data: bytes) -> str:

@@ -279,6 +279,18 @@ class SessionSetup(HasTraits):
         """,
     )
 
+    vm_service = Unicode(
+        "",
+        config=True,
+        help="""The name of the hub service of the VM gateway (docs/desktops.md), set by
+        ``daas_hub.vmgateway.configure_vm_gateway``. Sessions get a "Facility VMs"
+        launcher tile and ``<server>/vm/`` leading to it; they never get guacd's
+        address or any credential. Empty (the default): no VM tile.
+
+        Example: ``"vm"``
+        """,
+    )
+
     @default("session_bin")
     def _default_session_bin(self):
         return str(Path(sys.executable).parent)
@@ -370,6 +382,8 @@ class SessionSetup(HasTraits):
     def session_env(self) -> dict:
         """Variables every backend sets for the session (no secrets)."""
         env = {"USER": self._account.pw_name, "HOME": self._home, UMASK_ENV: self.umask}
+        if self.vm_service:
+            env["DAAS_HUB_VM_SERVICE"] = self.vm_service  # daas_hub.vmgateway.SERVICE_ENV
         shell = self._account.pw_shell or ""
         usable = os.path.exists(shell) and not shell.endswith(("nologin", "false"))
         env["SHELL"] = shell if usable else "/bin/bash"

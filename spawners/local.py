@@ -16,11 +16,9 @@ from __future__ import annotations
 import os
 
 from jupyterhub.spawner import LocalProcessSpawner, set_user_setuid
-from traitlets import Unicode, default
+from traitlets import default
 
 from daas_hub.access import stale_notice
-from daas_hub.errors import SettingsError
-from daas_hub.vmtargets import GUACD_ENV, TARGETS_ENV, load_targets, targets_env, targets_for
 
 from .common import SessionSetup, refuse, refuse_logged
 
@@ -29,30 +27,6 @@ __all__ = ["LocalSpawner", "refuse"]
 
 class LocalSpawner(SessionSetup, LocalProcessSpawner):
     """Start sessions as local processes, with the user's proposals folder."""
-
-    vm_targets_file = Unicode(
-        "",
-        config=True,
-        help="""The facility's virtual machines users may open in their session (YAML,
-        docs/desktops.md), with who may open each. Each session gets the machines its
-        user may open, computed from their roles and proposals at start; the session
-        accepts no other. Empty (the default): no VM desktops.
-
-        Example: ``"/etc/daas-hub/vm-targets.yaml"``
-        """,
-    )
-
-    guacd_address = Unicode(
-        "",
-        config=True,
-        help="""``host:port`` of the guacd daemon sessions connect to for VM desktops.
-
-        Example: ``"127.0.0.1:4822"``. Empty: the VM page says the VM desktop is
-        unavailable.
-        """,
-    )
-
-    _vm_targets = ()
 
     @default("cmd")
     def _default_cmd(self):
@@ -76,7 +50,6 @@ class LocalSpawner(SessionSetup, LocalProcessSpawner):
         else:
             account, proposals = await self._account_from_auth_state()
         self._prepare_session(account, proposals)
-        self._vm_targets = self._targets_for(account, proposals)
         try:
             return await super().start()
         except PermissionError:
@@ -94,15 +67,6 @@ class LocalSpawner(SessionSetup, LocalProcessSpawner):
         notice = stale_notice(await self.user.get_auth_state(), facility=self.policy.facility_name)
         if notice:
             yield {"progress": 10, "message": notice}
-
-    def _targets_for(self, account, proposals):
-        if not self.vm_targets_file:
-            return ()
-        try:
-            return targets_for(account, proposals, load_targets(self.vm_targets_file))
-        except SettingsError as e:  # the session starts; its VM page says none is open
-            self.log.error("VM desktops are off for %s: %s", self.user.name, e)
-            return ()
 
     def make_preexec_fn(self, name):
         setuid = set_user_setuid(self._account.pw_name, chdir=False) if os.geteuid() == 0 else None
@@ -124,8 +88,4 @@ class LocalSpawner(SessionSetup, LocalProcessSpawner):
         if self._order is not None:
             env.update(self._order.profile.local_environment)
         env.update(self.session_paths())
-        if self._vm_targets:
-            env[TARGETS_ENV] = targets_env(self._vm_targets)
-        if self.guacd_address:
-            env[GUACD_ENV] = self.guacd_address
         return env

@@ -3,8 +3,7 @@
 A JupyterHub + configurable-http-proxy serves its own demo site; sessions run as
 the unprivileged demo account and start Debian's TigerVNC (Xtigervnc) with
 openbox. Windows are read back from the X server itself with ``xwininfo``.
-guacd is not packaged here: the VM bridge is tested against ``fake_guacd``, which
-speaks the real Guacamole protocol handshake on loopback (see its docstring).
+Facility VMs (the hub's VM gateway, a real guacd) are tested in tests/test_vm_gateway.py.
 """
 
 from __future__ import annotations
@@ -12,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -20,8 +20,6 @@ from pathlib import Path
 
 import pytest
 import requests
-import yaml
-from fake_guacd import FakeGuacd
 
 from conftest import BIN, make_world_dir, start_hub, stop_process, wait_until
 
@@ -30,38 +28,19 @@ pytestmark = [pytest.mark.hub, pytest.mark.browser]
 LAB_TIMEOUT = 120_000
 ACTIVITY_INTERVAL = 5  # s: the hub pulls proxy activity, sessions report theirs, this often
 
-VM_TARGETS = {"targets": [
-    {"id": "id11-ws", "title": "ID11 workstation", "protocol": "rdp",
-     "parameters": {"hostname": "id11-ws.demo.invalid", "username": "opid11", "password": "vm-pass-7f3a",
-                    "ignore-cert": True},
-     "allow": {"instruments": ["ID11"]}},
-    {"id": "control", "title": "Beamline control", "protocol": "ssh",
-     "parameters": {"hostname": "ctl.demo.invalid"}, "allow": {"roles": ["staff"]}},
-]}
-
 needs_vnc = pytest.mark.skipif(not shutil.which("vncserver"), reason="TigerVNC is not installed (make test installs it)")
 
 
 @pytest.fixture(scope="module")
-def guacd():
-    with FakeGuacd() as g:
-        yield g
-
-
-@pytest.fixture(scope="module")
-def desktop_hub(guacd):
-    """A hub of its own (short activity intervals, VM targets, the fake guacd)."""
+def desktop_hub():
+    """A hub of its own (short activity intervals)."""
     from daas_hub.demo import ensure_demo_site
 
     site = make_world_dir("daas-hub-desk-")
     ensure_demo_site(site)
-    targets = site / "vm-targets.yaml"
-    targets.write_text(yaml.safe_dump(VM_TARGETS))
     hub = start_hub(site, extra_args=[
         f"--JupyterHub.last_activity_interval={ACTIVITY_INTERVAL}",
         f"--LocalSpawner.environment=JUPYTERHUB_ACTIVITY_INTERVAL={ACTIVITY_INTERVAL}",
-        f"--LocalSpawner.vm_targets_file={targets}",
-        f"--LocalSpawner.guacd_address=127.0.0.1:{guacd.port}",
     ])
     yield hub
     for user in hub.api("GET", "/users").json():
@@ -266,10 +245,10 @@ def test_only_the_owner_gets_the_desktop(desktop_hub):
         start_through_form(hub, "alice")
         upgrade = {"Connection": "Upgrade", "Upgrade": "websocket", "Sec-WebSocket-Version": "13",
                    "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="}
-        for path in ("desktop/", "apps/pymca/desktop/", "vm/"):
+        for path in ("desktop/", "apps/pymca/desktop/"):
             r = bob.get(f"{hub.url}/user/alice/{path}", timeout=60)
             assert r.status_code == 403, (path, r.status_code, r.url)
-        for path in ("desktop-websockify/", "apps/pymca/desktop-websockify/", "vm/id11-ws/tunnel"):
+        for path in ("desktop-websockify/", "apps/pymca/desktop-websockify/"):
             r = bob.get(f"{hub.url}/user/alice/{path}", headers=upgrade, timeout=60)
             assert r.status_code == 403, (path, r.status_code, r.url)
         # the owner gets it
@@ -278,7 +257,7 @@ def test_only_the_owner_gets_the_desktop(desktop_hub):
         # anonymous: sent to the login page
         r = requests.get(f"{hub.url}/user/alice/desktop/", timeout=60)
         assert r.url.startswith(f"{hub.url}/hub/login"), r.url
-        for path in ("desktop-websockify/", "vm/id11-ws/tunnel"):
+        for path in ("desktop-websockify/",):
             r = requests.get(f"{hub.url}/user/alice/{path}", timeout=60, headers=upgrade, allow_redirects=False)
             assert r.status_code in (302, 403), (path, r.status_code)
             assert r.status_code == 403 or "/hub/" in r.headers["location"]
@@ -339,110 +318,58 @@ def test_idle_desktop_tab_is_culled_input_keeps_it(desktop_hub, browser, output_
             hub.stop_server("carol")
 
 
-# -- the VM bridge ---------------------------------------------------------------------------
+# -- desktops end with their server, however it ends ------------------------------------------
 
-def tunnel(hub, user, target, token=None, cookies=None):
-    """Open the VM tunnel with tornado's websocket client; return (connection or error)."""
-    import asyncio
-    from concurrent.futures import ThreadPoolExecutor
-
-    from tornado import httpclient, websocket
-
-    url = f"{hub.url.replace('http', 'ws', 1)}/user/{user}/vm/{target}/tunnel?width=800&height=600"
-    headers = {"Authorization": f"token {token}"} if token else {}
-
-    async def go():
-        req = httpclient.HTTPRequest(url, headers=headers)
-        try:
-            conn = await websocket.websocket_connect(req, subprotocols=["guacamole"])
-        except httpclient.HTTPClientError as e:
-            return e.code, []
-        msgs = []
-        for _ in range(2):
-            msgs.append(await conn.read_message())
-        conn.write_message("5.mouse,2.10,2.20,1.0;" + "7.connect,4.evil;" + "0.,4.ping,2.42;")
-        msgs.append(await conn.read_message())
-        conn.close()
-        return 101, msgs
-
-    # in a thread of its own: Playwright's sync API keeps an event loop in this one
-    with ThreadPoolExecutor(1) as pool:
-        return pool.submit(lambda: asyncio.run(asyncio.wait_for(go(), 60))).result()
-
-
-def test_vm_bridge_handshake_allow_list_and_secrets(desktop_hub, guacd, browser, output_dir):
-    hub = desktop_hub
-    bob = start_through_form(hub, "bob")
+def running(pid: int) -> bool:
+    """The process exists and is not a zombie."""
     try:
-        token = hub.token  # the test service may access every server
-        # a machine not on bob's allow-list is refused before any connection to guacd
-        before = len(guacd.connections)
-        code, _ = tunnel(hub, "bob", "control", token)
-        assert code == 403
-        code, _ = tunnel(hub, "bob", "elsewhere.example", token)
-        assert code == 404
-        assert len(guacd.connections) == before
-
-        # on the list: the bridge does the handshake, the browser sees only the stream
-        code, msgs = tunnel(hub, "bob", "id11-ws", token)
-        assert code == 101
-        conn = guacd.connections[-1]
-        assert conn["protocol"] == "rdp"
-        assert conn["connect"]["hostname"] == "id11-ws.demo.invalid"
-        assert conn["connect"]["password"] == "vm-pass-7f3a"
-        assert conn["connect"]["ignore-cert"] == "true"
-        assert [op for op, _ in conn["handshake"]][:1] == ["size"]
-        assert conn["handshake"][0][1][:2] == ["800", "600"]
-        assert msgs[0].startswith("0.,36.")  # the tunnel id, then guacd's stream
-        assert "cfill" in "".join(msgs)
-        assert msgs[-1] == "0.,4.ping,2.42;"  # the bridge answers the tunnel's ping
-        wait_until(lambda: ("mouse", ["10", "20", "0"]) in conn["after"], timeout=10, what="mouse relayed")
-        assert not [op for op, _ in conn["after"] if op == "connect"], "the browser cannot re-connect guacd"
-        joined = "".join(msgs)
-        assert "vm-pass-7f3a" not in joined and "id11-ws.demo.invalid" not in joined
-
-        # in Chromium: the page draws guacd's picture; nothing secret reaches the browser
-        context = browser.new_context()
-        for c in bob.cookies:
-            context.add_cookies([{"name": c.name, "value": c.value, "url": hub.url}])
-        page = context.new_page()
-        bodies = []
-        page.on("response", lambda resp: bodies.append(resp.text())
-                if resp.status == 200 and "text" in resp.headers.get("content-type", "") else None)
-        page.on("websocket", lambda ws: ws.on("framereceived", lambda f: bodies.append(str(f))))
-        console, outside = [], []
-        page.on("console", lambda m: console.append(m.text))
-        page.on("request", lambda r: outside.append(r.url) if not r.url.startswith((hub.url, "ws://127.0.0.1", "data:", "blob:")) else None)
-        page.goto(f"{hub.url}/user/bob/vm/")
-        page.click("text=ID11 workstation")
-        try:
-            page.wait_for_function("document.body.dataset.state === '3'", timeout=30_000)
-        except Exception:
-            page.screenshot(path=output_dir / "desktop-04-vm-failed.png")
-            raise AssertionError(f"VM page not connected: {page.locator('#vm-status').inner_text()} {console}") from None
-        wait_until(lambda: canvas_colours(page) > 1, timeout=30, what="the VM picture")
-        page.screenshot(path=output_dir / "desktop-04-vm.png")
-        context.close()
-        assert not any("vm-pass-7f3a" in b or "opid11" in b for b in bodies)
-        assert not outside, f"the VM page loaded something from outside the session: {outside[:5]}"
-    finally:
-        hub.stop_server("bob")
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
 
 
-def test_session_starts_without_guacd_and_says_vm_unavailable(desktop_hub, guacd):
-    """dave (staff) may open 'control'; with guacd down the page says the VM desktop is unavailable."""
+@needs_vnc
+def test_sigkilled_server_takes_its_desktops_along_and_the_next_start_works(desktop_hub, browser, output_dir):
+    """SIGKILL the session's server (a crash, an OOM kill) with two desktops open.
+
+    The desktops run under the guard (daas_hub.proxies.lifetime): the kernel's
+    parent-death signal ends each desktop's process group at once, before the hub
+    polls the server. No notebook is opened, so the session's only processes are
+    the server and its desktops.
+    """
     hub = desktop_hub
-    with guacd.down():
-        s = start_through_form(hub, "dave")
-        try:
-            r = s.get(f"{hub.url}/user/dave/lab", timeout=60)
-            assert r.status_code == 200
-            r = s.get(f"{hub.url}/user/dave/vm/control/", timeout=60)
-            assert r.status_code == 503 and "The VM desktop is unavailable" in r.text
-            r = s.get(f"{hub.url}/user/dave/vm/", timeout=60)
-            assert "unavailable" in r.text
-        finally:
-            hub.stop_server("dave")
+    user = "dave"  # staff: a session without choosing a proposal
+    context, page = browser_login(browser, hub, user)
+    home = home_of(hub, user)
+    try:
+        page.goto(f"{hub.url}/user/{user}/desktop/")
+        wait_for_picture(page)
+        app = context.new_page()
+        app.goto(f"{hub.url}/user/{user}/apps/terminal/desktop/")
+        wait_for_picture(app, timeout=90)
+        servers = wait_until(lambda: len(s := xservers(home)) == 2 and s, timeout=30, what="two X servers")
+        procs = session_processes(home)
+        (server,) = [p for p in procs if any("jupyterhub-singleuser" in c for c in p["cmd"])]
+        assert len(procs) >= 6, procs  # server, two guards, two vncservers, two Xvnc, openbox, ...
+        os.kill(server["pid"], signal.SIGKILL)
+        pids = [p["pid"] for p in procs]
+        # the killed server stays a zombie until the hub (its parent) polls it: dead, holding nothing
+        wait_until(lambda: not [p for p in pids if running(p)], timeout=15,
+                   what=f"every process of the session gone: {[p for p in procs if running(p['pid'])]}")
+        assert not [p for p in session_processes(home) if running(p["pid"])], session_processes(home)
+        assert not [s for s in servers if Path(f"/proc/{s['pid']}").exists()]
+    finally:
+        context.close()
+    # the hub sees the server gone at its next poll; then the next start works
+    wait_until(lambda: not hub.api("GET", f"/users/{user}").json()["servers"].get("", {}).get("ready"),
+               timeout=120, interval=2, what="the hub noticing the server is gone")
+    hub.stop_server(user)
+    start_through_form(hub, user)
+    try:
+        r = hub.server_api(user, "GET", "/status")
+        assert r.status_code == 200
+    finally:
+        hub.stop_server(user)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,23 +1,42 @@
 """Desktops, application desktops and the VM allow-list, without a hub: the pure parts.
 
 The VNC input detector, the catalogue and the server-proxy entries built from it,
-the VM allow-list rule, and the Guacamole protocol helpers.
+the VM allow-list rule and credentials files, the guacd firewall rule, the audit
+record, the desktop lifetime rule, and the Guacamole protocol helpers.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import struct
+from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
+from daas_hub import guacd_firewall
 from daas_hub.errors import SettingsError
 from daas_hub.model import Account, Member, MemberRole, Proposal, ProposalState
 from daas_hub.proxies import guacamole as guac
-from daas_hub.proxies.apps import default_app_list_path, load_app_list, parse_app_list, plan_desktops
+from daas_hub.proxies import lifetime
+from daas_hub.proxies.apps import (
+    default_app_list_path,
+    icon_path,
+    load_app_list,
+    parse_app_list,
+    plan_desktops,
+)
 from daas_hub.proxies.desktop import WEBSOCKIFY, app_entry_name
+from daas_hub.proxies.gateway import audit_entry
 from daas_hub.proxies.rfb import InputDetector
-from daas_hub.vmtargets import parse_targets, targets_env, targets_for
+from daas_hub.vmtargets import (
+    connection_parameters,
+    parse_targets,
+    read_credentials,
+    recording_parameters,
+    targets_for,
+)
 
 # -- VNC input detection -------------------------------------------------------------------
 
@@ -133,8 +152,8 @@ def test_missing_catalogue_file(tmp_path):
 
 TARGETS = {"targets": [
     {"id": "id11-ws", "title": "ID11 workstation", "protocol": "rdp",
-     "parameters": {"hostname": "id11-ws.example", "username": "opid11", "password": "s3cret", "ignore-cert": True},
-     "allow": {"instruments": ["ID11"]}},
+     "parameters": {"hostname": "id11-ws.example", "username": "opid11", "ignore-cert": True},
+     "credentials": "secrets/id11-ws.yaml", "allow": {"instruments": ["ID11"]}},
     {"id": "mx-pi-vm", "title": "MX-1001 analysis VM", "protocol": "vnc",
      "parameters": {"hostname": "mx.example", "port": 5901},
      "allow": {"proposals": ["MX-1001"], "proposal_roles": ["pi"]}},
@@ -167,12 +186,79 @@ def test_vm_allow_list(user, roles, expected):
     assert [t.id for t in got] == expected
 
 
-def test_vm_targets_env_round_trip_keeps_credentials_on_the_session_side():
-    targets = parse_targets(TARGETS, "vm.yaml")
-    parsed = guac.parse_targets(targets_env(targets[:1]))
-    assert parsed["id11-ws"].parameters["password"] == "s3cret"
-    assert parsed["id11-ws"].parameters["ignore-cert"] == "true"
-    assert "s3cret" not in json.dumps(parsed["id11-ws"].public())
+def test_vm_credentials_come_from_a_private_file_of_the_gateway(tmp_path):
+    (tmp_path / "secrets").mkdir()
+    secret = tmp_path / "secrets/id11-ws.yaml"
+    secret.write_text("password: s3cret\n")
+    secret.chmod(0o600)
+    (target, *_) = parse_targets(TARGETS, tmp_path / "vm.yaml")
+    assert target.credentials == str(secret)  # relative to the targets file
+    creds = read_credentials(target, owner=os.getuid())
+    params = connection_parameters(target, creds, recording=recording_parameters("/rec", user="bob", target_id="id11-ws"))
+    assert params["password"] == "s3cret" and params["ignore-cert"] == "true" and params["hostname"] == "id11-ws.example"
+    assert params["recording-path"] == "/rec/bob" and params["create-recording-path"] == "true"
+    assert "s3cret" not in json.dumps(target.public()) and "id11-ws.example" not in json.dumps(target.public())
+    assert recording_parameters("", user="bob", target_id="x") == {}
+    secret.chmod(0o640)  # readable by a group: refused, with the fix
+    with pytest.raises(SettingsError, match="readable by other accounts") as e:
+        read_credentials(target, owner=os.getuid())
+    assert "chmod 0600" in e.value.fix
+    secret.chmod(0o600)
+    with pytest.raises(SettingsError, match="readable by other accounts"):
+        read_credentials(target, owner=os.getuid() + 1)  # owned by another account
+    link = tmp_path / "secrets/link.yaml"
+    link.symlink_to(secret)
+    with pytest.raises(SettingsError, match="cannot read"):
+        read_credentials(replace(target, credentials=str(link)), owner=os.getuid())
+
+
+@pytest.mark.parametrize("name, words", [
+    ("password", "a secret in the targets file"),
+    ("private-key", "a secret in the targets file"),
+    ("recording-path", "only the VM gateway sets this parameter"),
+    ("create-recording-path", "only the VM gateway sets this parameter"),
+])
+def test_vm_targets_file_refuses_secrets_and_gateway_parameters(name, words):
+    bad = {"targets": [{"id": "x", "title": "x", "protocol": "ssh", "parameters": {"hostname": "h", name: "v"},
+                        "allow": {"roles": ["staff"]}}]}
+    with pytest.raises(SettingsError, match=words) as e:
+        parse_targets(bad, "vm.yaml")
+    assert e.value.entry == f'targets[0] "x" > parameters > {name}'
+
+
+def test_guacd_firewall_rule_admits_only_the_gateway_account():
+    rule = guacd_firewall.rule(4822, 990)
+    assert rule[:7] == ["OUTPUT", "-o", "lo", "-p", "tcp", "--dport", "4822"]
+    assert rule[rule.index("owner") + 1:rule.index("owner") + 4] == ["!", "--uid-owner", "990"]
+    assert rule[-4:] == ["-j", "REJECT", "--reject-with", "tcp-reset"]
+
+
+def test_audit_entry_names_user_target_times_and_bytes():
+    entry = audit_entry("connection", user="bob", target="id11-ws", protocol="rdp", start=0.0, end=61.5,
+                        bytes_in=1200, bytes_out=80, client="127.0.0.1")
+    assert entry == {"event": "connection", "user": "bob", "target": "id11-ws", "protocol": "rdp",
+                     "start": "1970-01-01T00:00:00.000+00:00", "end": "1970-01-01T00:01:01.500+00:00",
+                     "seconds": 61.5, "bytes_in": 1200, "bytes_out": 80, "client": "127.0.0.1"}
+
+
+# -- desktops end with their server ----------------------------------------------------------
+
+def test_orphans_are_processes_whose_server_is_gone():
+    procs = [lifetime.Process(10, "100:5", "Xtigervnc :1"), lifetime.Process(11, "200:7", "openbox"),
+             lifetime.Process(12, "", "bash"), lifetime.Process(13, "100:9", "xterm")]
+    alive = {"200:7", "100:9"}.__contains__  # 100:5 is gone (pid 100 now runs something started later)
+    assert [p.pid for p in lifetime.orphans(procs, alive=alive)] == [10]
+    assert lifetime.orphans(procs, alive=alive, own=[10]) == []
+
+
+def test_desktop_commands_run_under_the_guard_and_tiles_have_icons():
+    guard = ("/venv/bin/python", "-m", "daas_hub.proxies.lifetime", "--")
+    plan = plan_desktops(load_app_list(), proposals_dir="/p", which=fake_which(BASE | {"pymca"}), guard=guard)
+    for entry in plan.servers.values():
+        assert tuple(entry["command"][:4]) == guard and entry["command"][4] == "/usr/bin/vncserver"
+    icon = plan.servers[app_entry_name("pymca")]["launcher_entry"]["icon_path"]
+    assert icon.endswith("icons/pymca.svg") and Path(icon).read_text().startswith("<svg")
+    assert icon_path("crystfel").endswith("icons/application.svg")
 
 
 def test_vm_targets_file_errors():
