@@ -139,3 +139,21 @@ def test_image_dir(reference, expected):
 ])
 def test_is_pinned(reference, pinned):
     assert is_pinned(reference) is pinned
+
+
+def test_the_images_copy_every_top_level_folder_the_package_is_built_from():
+    """pyproject.toml's packages and data files come from these folders; an image that does not
+    COPY one cannot build daas-hub (a data file added later broke that once)."""
+    import tomllib
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())
+    setuptools = project["tool"]["setuptools"]
+    roots = {p.split("/")[0] for p in setuptools.get("package-dir", {}).values()}
+    for files in setuptools.get("data-files", {}).values():
+        roots |= {f.split("/")[0] for f in files}
+    roots.discard("")
+    for name in ("base", "hub"):
+        text = (REPO / "images" / name / "Containerfile").read_text()
+        copied = {line.split()[1].split("/")[0] for line in text.splitlines()
+                  if line.startswith("COPY ") and "/tmp/daas-hub-src" in line}
+        assert roots <= copied, f"images/{name}/Containerfile does not COPY {sorted(roots - copied)}"
