@@ -35,9 +35,17 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 demo: install-demo
 	$(VENV)/bin/daas-hub demo --dir $(DEMO_DIR) --url $(DEMO_URL) --config $(CURDIR)/jupyterhub_config.py
 
+# the tests that start no server, run again in a random order (its seed printed): a test
+# that passes only after another one fails here
+UNIT_TESTS := $(addprefix tests/,test_core.py test_options.py test_profiles.py test_settings.py test_policy.py \
+  test_layout.py test_sources_yaml.py test_sources_cache.py test_sources_icat.py test_sources_scicat.py \
+  test_oidc_unit.py test_spawn_form_context.py test_spawn_errors.py test_slurm_script.py test_desktop_units.py \
+  test_quickstart_slurm.py test_helm_values.py test_kube_objects.py test_images_static.py test_operations_units.py)
+
 test: install-test
 	$(VENV)/bin/ruff check .
 	cd $(CURDIR) && $(VENV)/bin/pytest $(PYTEST_ARGS)
+	cd $(CURDIR) && DAAS_TEST_SHUFFLE=$${DAAS_TEST_SHUFFLE:-$$RANDOM} $(VENV)/bin/pytest -q -p no:cacheprovider $(UNIT_TESTS)
 
 install-demo: apt-demo python-demo node project
 install-test: apt-demo apt-test apt-slurm apt-images apt-vm-test kube-apiserver python-test node project guacd

@@ -26,7 +26,8 @@ from .errors import SettingsError, SourceUnavailable
 from .model import Identity, Provider, UnsafeValue
 from .safety import home_root_problem
 from .settings import Settings
-from .vmtargets import GUACD_ENV
+#: the guacd address to try (the VM gateway's guacd_address, docs/desktops.md)
+GUACD_ENV = "DAAS_HUB_GUACD"
 
 TIMEOUT = 10  # seconds, per outbound call
 #: the VM gateway's health URL, checked when set

@@ -27,6 +27,17 @@ BIN = Path(sys.executable).parent
 OUTPUT = REPO / "test-output"
 
 
+def pytest_collection_modifyitems(config, items):
+    """``DAAS_TEST_SHUFFLE=<seed>``: run the collected tests in a seeded random order (the
+    unit tests' order check in ``make test``; the seed is printed to repeat a failure)."""
+    seed = os.environ.get("DAAS_TEST_SHUFFLE")
+    if seed:
+        import random
+
+        random.Random(seed).shuffle(items)
+        print(f"daas-hub: tests shuffled with DAAS_TEST_SHUFFLE={seed}")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

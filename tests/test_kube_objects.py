@@ -190,8 +190,10 @@ MIXES = [
         [("python", "one", "nfs"), ("diffraction", "mixed", "pvc"), ("spectroscopy", "none", "no-home"),
          ("tomography", "mixed", "cephfs"), ("crystallography", "one", "pvc"), ("ptychography", "mixed", "nfs")],
         [0, 1, 2])
-    if gpu <= CATALOGUE.get(profile).max.gpu
+    if gpu <= CATALOGUE.get(profile).max.gpu and "kubernetes" in CATALOGUE.get(profile).backends
 ]
+# every shipped profile that runs on Kubernetes is in the table (ptychography: Slurm only, no image)
+assert {m.values[0] for m in MIXES} == {p.slug for p in CATALOGUE.profiles if "kubernetes" in p.backends}
 
 
 @pytest.mark.parametrize("profile, proposals, storage, gpu", MIXES)
