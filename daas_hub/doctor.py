@@ -26,6 +26,7 @@ from .errors import SettingsError, SourceUnavailable
 from .model import Identity, Provider, UnsafeValue
 from .safety import home_root_problem
 from .settings import Settings
+
 #: the guacd address to try (the VM gateway's guacd_address, docs/desktops.md)
 GUACD_ENV = "DAAS_HUB_GUACD"
 
