@@ -6,6 +6,7 @@
     daas-hub usage --from DATE --to DATE [--by proposal|user|course] [--csv] [--settings FILE]
     daas-hub proposals USER [--settings FILE] [--provider NAME] [--email EMAIL] [--no-cache]
     daas-hub guacd-firewall --port PORT --allow ACCOUNT [--remove]
+    daas-hub provenance RECORD [--settings FILE]
 """
 
 from __future__ import annotations
@@ -225,6 +226,30 @@ def cmd_guacd_firewall(args) -> int:
     return 0
 
 
+def cmd_provenance(args) -> int:
+    import json
+
+    from .profiles import load_catalogue
+    from .provenance import describe
+
+    try:
+        record = json.loads(Path(args.record).read_text(encoding="utf-8"))
+        if not isinstance(record, dict):
+            raise ValueError("not a provenance record (expected a JSON object)")
+    except (OSError, ValueError) as e:
+        print(f"daas-hub provenance: cannot read {args.record}: {e}", file=sys.stderr)
+        return 2
+    path = args.settings or os.environ.get(SETTINGS_ENV)
+    try:
+        catalogue = load_catalogue(load_settings(path).profile_catalogue if path else None)
+    except SettingsError as e:
+        print(f"daas-hub provenance: {e}", file=sys.stderr)
+        return 2
+    lines, changed = describe(record, catalogue)
+    print("\n".join(lines))
+    return 1 if changed else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="daas-hub", description="Data Analysis as a Service hub")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -266,6 +291,10 @@ def main(argv: list[str] | None = None) -> int:
     fw.add_argument("--allow", required=True, help="the VM gateway's account")
     fw.add_argument("--remove", action="store_true", help="remove the rule")
     fw.set_defaults(func=cmd_guacd_firewall)
+    prov = sub.add_parser("provenance", help="show a session's provenance record and its start-again link")
+    prov.add_argument("record", help="a record from <processed>/.daas-hub/provenance/")
+    prov.add_argument("--settings", help=f"settings file, for its profile catalogue (default ${SETTINGS_ENV})")
+    prov.set_defaults(func=cmd_provenance)
     args = parser.parse_args(argv)
     return args.func(args)
 

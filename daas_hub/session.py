@@ -127,6 +127,19 @@ def bind_service_url(url: str, address: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
+def _write_provenance(plan: MountPlan | None) -> None:
+    """The session's provenance record (daas_hub.provenance); a problem never stops the start."""
+    try:
+        from .provenance import write_session_record
+
+        path = write_session_record(plan, os.environ)
+    except Exception as e:  # noqa: BLE001 - a record is a courtesy: one line, then start the server
+        _say(f"wrote no provenance record ({type(e).__name__}: {e})")
+        return
+    if path is not None:
+        _say(f"provenance record: {path}")
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["--"]:
@@ -136,11 +149,14 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(2)
     os.umask(parse_umask(os.environ.pop(UMASK_ENV, "")))
     text = os.environ.pop(PLAN_ENV, "")
+    plan = None
     if text:
         try:
-            materialize(MountPlan.from_json(text), Path(os.path.expanduser("~")))
+            plan = MountPlan.from_json(text)
+            materialize(plan, Path(os.path.expanduser("~")))
         except (ValueError, KeyError, TypeError, OSError) as e:
             _say(f"could not lay out the proposals folder ({e}); starting without it")
+    _write_provenance(plan)
     address = os.environ.pop(BIND_ENV, "").strip()
     if address and os.environ.get("JUPYTERHUB_SERVICE_URL"):
         os.environ["JUPYTERHUB_SERVICE_URL"] = bind_service_url(os.environ["JUPYTERHUB_SERVICE_URL"], address)

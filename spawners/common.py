@@ -10,6 +10,7 @@ reads ``user_options``.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import pwd
 import sys
@@ -27,6 +28,7 @@ from daas_hub.model import Account, Proposal
 from daas_hub.mounts import DEFAULT_ROOT, MountPlan, describe_missing, missing_sources, plan_mounts
 from daas_hub.options import SessionRequest
 from daas_hub.profiles import Profile
+from daas_hub.provenance import REQUEST_ENV, SOFTWARE_ENV, profile_software
 from daas_hub.safety import home_problem, home_root_problem, session_account_problem
 from daas_hub.session import PLAN_ENV, UMASK_ENV
 
@@ -391,4 +393,6 @@ class SessionSetup(HasTraits):
             r = self._order.request
             env["DAAS_HUB_PROPOSAL"] = r.proposal or ""
             env["DAAS_HUB_PROFILE"] = r.profile
+            env[REQUEST_ENV] = json.dumps(r.to_options(), sort_keys=True)  # for the provenance record
+            env[SOFTWARE_ENV] = json.dumps(profile_software(self._order.profile, r.backend), sort_keys=True)
         return env

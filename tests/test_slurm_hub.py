@@ -8,6 +8,7 @@ cluster cannot run: not root, or slurm-wlm/munge missing.
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import time
@@ -310,3 +311,25 @@ def test_hub_restart_finds_the_running_session(cluster, output_dir):
             if str(site) in job_details(cluster, j[0]):
                 cluster.run("scancel", j[0], check=False)
         shutil.rmtree(site, ignore_errors=True)
+
+
+def test_slurm_session_writes_its_provenance_record(slurm_hub, cluster, slurm_site):
+    """The job's daas-hub-session writes the record into the proposal's processed folder,
+    with the profile's Slurm environment, and a start-again link for the same request."""
+    processed = slurm_site / "data/id11/MX-1001/processed/.daas-hub/provenance"
+    before = set(processed.glob("*.json")) if processed.is_dir() else set()
+    session = login(slurm_hub, "alice")
+    r = slurm_hub.submit_form(session, "alice", proposal="MX-1001", profile="diffraction", cpu=1, memory=2,
+                              gpu=0, hours=1)
+    assert r.status_code == 200, r.text[:500]
+    slurm_hub.wait_ready("alice", timeout=180)
+    try:
+        (path,) = set(processed.glob("*.json")) - before
+        record = json.loads(path.read_text())
+        assert (record["backend"], record["profile"], record["proposal"]) == ("slurm", "diffraction", "MX-1001")
+        assert record["resources"] == {"cpu": 1, "memory": 2.0, "gpu": 0, "hours": 1.0}
+        assert "DAAS_PROFILE_ENV=diffraction" in record["software"]["environment"]
+        assert "profile=diffraction" in record["start_again_url"] and "backend=slurm" in record["start_again_url"]
+    finally:
+        slurm_hub.stop_server("alice")
+    wait_until(lambda: not our_jobs(cluster), timeout=60, what="the job cancelled by Stop")
