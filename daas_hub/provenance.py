@@ -65,8 +65,10 @@ def installed_packages() -> list[str]:
 
 
 def start_again_url(options: Mapping, *, hub_url: str = "", base_url: str = "/") -> str:
-    """The spawn form's permalink for ``options`` (absolute when the hub's public URL is known)."""
-    query = urlencode([(name, _query_value(options[name])) for name in OPTION_NAMES if name in options])
+    """The hub's permalink for ``options``: opening it starts a session with exactly these
+    options (JupyterHub's ``opt-`` query options; a refused option shows the form, prefilled
+    from the link). Absolute when the hub's public URL is known."""
+    query = urlencode([(f"opt-{name}", _query_value(options[name])) for name in OPTION_NAMES if name in options])
     if hub_url:
         return f"{hub_url.rstrip('/')}/spawn?{query}"
     return f"/{base_url.strip('/')}/hub/spawn?{query}".replace("//", "/")

@@ -44,7 +44,8 @@ def test_build_record_minimal():
         "python": "/usr/bin/python3",
         "packages": ["Jinja2==3.1.4", "numpy==2.0.0"],
         "packages_sha256": lock["sha256"],
-        "start_again_url": "/hub/spawn?proposal=MX-1001&profile=python&backend=local&cpu=2&memory=4&gpu=0&hours=4",
+        "start_again_url": ("/hub/spawn?opt-proposal=MX-1001&opt-profile=python&opt-backend=local&opt-cpu=2"
+                            "&opt-memory=4&opt-gpu=0&opt-hours=4"),
     }
     assert record_name(record) == "20260301T093005Z-alice-default.json"
 
@@ -57,8 +58,8 @@ def test_build_record_minimal():
 def test_start_again_url(hub_url, base_url, expected):
     url = start_again_url({**REQUEST, "memory": 1.5}, hub_url=hub_url, base_url=base_url)
     assert url.startswith(expected)
-    assert dict(parse_qsl(urlsplit(url).query)) == {**{k: str(v) for k, v in REQUEST.items()},
-                                                    "memory": "1.5", "cpu": "2", "gpu": "0", "hours": "4"}
+    expected = {**{k: str(v) for k, v in REQUEST.items()}, "memory": "1.5", "cpu": "2", "gpu": "0", "hours": "4"}
+    assert dict(parse_qsl(urlsplit(url).query)) == {f"opt-{k}": v for k, v in expected.items()}
 
 
 def test_image_digest_and_record_name_are_safe():

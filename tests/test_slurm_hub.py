@@ -329,7 +329,8 @@ def test_slurm_session_writes_its_provenance_record(slurm_hub, cluster, slurm_si
         assert (record["backend"], record["profile"], record["proposal"]) == ("slurm", "diffraction", "MX-1001")
         assert record["resources"] == {"cpu": 1, "memory": 2.0, "gpu": 0, "hours": 1.0}
         assert "DAAS_PROFILE_ENV=diffraction" in record["software"]["environment"]
-        assert "profile=diffraction" in record["start_again_url"] and "backend=slurm" in record["start_again_url"]
+        assert "opt-profile=diffraction" in record["start_again_url"]
+        assert "opt-backend=slurm" in record["start_again_url"]
     finally:
         slurm_hub.stop_server("alice")
     wait_until(lambda: not our_jobs(cluster), timeout=60, what="the job cancelled by Stop")
