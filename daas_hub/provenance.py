@@ -27,6 +27,8 @@ from .options import OPTION_NAMES
 from .profiles import Profile
 
 REQUEST_ENV = "DAAS_HUB_REQUEST"
+#: set by daas-hub-session to the record it wrote, for the server's exit hook (record_stop)
+RECORD_ENV = "DAAS_HUB_PROVENANCE_RECORD"
 SOFTWARE_ENV = "DAAS_HUB_SOFTWARE"
 FOLDER = Path(".daas-hub") / "provenance"
 FORMAT = 1
@@ -198,3 +200,35 @@ def describe(record: Mapping, catalogue) -> tuple[list[str], list[str]]:
     else:
         lines.append("the current catalogue gives this profile the same image/environment as recorded")
     return lines, changed
+
+
+def record_stop(path: str, *, now: datetime | None = None) -> None:
+    """Write the stop time into the session's record (replaced whole, never half-written)."""
+    record = json.loads(Path(path).read_text(encoding="utf-8"))
+    record["stopped"] = (now or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    tmp = Path(path).with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _stop_quietly(path: str) -> None:
+    try:
+        record_stop(path)
+    except (OSError, ValueError) as e:
+        print(f"daas-hub: no stop time in the provenance record {path} ({e})", flush=True)
+
+
+# -- the session's server extension: the stop time when the server ends (enabled by
+#    etc/daas_hub_notices.json). The server exits normally on the hub's stop (SIGTERM)
+#    and on Slurm's scancel or time limit; a SIGKILL leaves "stopped" empty.
+def _jupyter_server_extension_points():
+    return [{"module": "daas_hub.provenance"}]
+
+
+def _load_jupyter_server_extension(serverapp):
+    path = os.environ.get(RECORD_ENV)
+    if path:
+        import atexit
+
+        atexit.register(_stop_quietly, path)
+        serverapp.log.info("daas-hub: the provenance record %s gets its stop time when the server ends", path)

@@ -138,6 +138,9 @@ def _write_provenance(plan: MountPlan | None) -> None:
         return
     if path is not None:
         _say(f"provenance record: {path}")
+        from .provenance import RECORD_ENV
+
+        os.environ[RECORD_ENV] = str(path)  # the server's exit hook adds the stop time
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -136,3 +136,15 @@ def test_cli_unreadable_record_is_a_sentence(tmp_path, capsys):
     path.write_text("[1, 2]")
     assert cli.main(["provenance", str(path)]) == 2
     assert "not a provenance record" in capsys.readouterr().err
+
+
+def test_the_stop_time_is_written_into_the_record(tmp_path):
+    from datetime import UTC, datetime
+
+    from daas_hub.provenance import record_stop
+
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps({"started": "2026-03-01T09:30:05Z", "stopped": None}))
+    record_stop(str(path), now=datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC))
+    assert json.loads(path.read_text()) == {"started": "2026-03-01T09:30:05Z", "stopped": "2026-03-01T12:00:00Z"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.json"]  # no temporary file left

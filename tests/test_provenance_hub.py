@@ -38,8 +38,12 @@ def test_session_writes_its_record_and_start_again_gets_the_same_session(hub, de
         assert record["backend"] == "local" and record["daas_hub_version"]
         assert any(p.startswith("jupyterhub==") for p in record["packages"]), "the session's packages"
         assert record["start_again_url"].startswith("/hub/spawn?opt-proposal=MX-1001&")
+        assert record["stopped"] is None
     finally:
         hub.stop_server("bob")
+    # the server's exit hook wrote the stop time when the hub stopped it
+    record = json.loads(path.read_text())
+    assert record["stopped"] and record["stopped"] >= record["started"]
 
     # the CLI: the record, the link, and the catalogue still gives the profile the same software
     out = subprocess.run([sys.executable, "-m", "daas_hub.cli", "provenance", str(path)], capture_output=True,
