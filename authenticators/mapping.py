@@ -14,7 +14,14 @@ from tornado import web
 from traitlets import Bool, HasTraits, Instance, Set, Type, Unicode, default
 from traitlets.config import LoggingConfigurable
 
-from daas_hub.access import STATE_KEY, LoginPolicy, make_auth_state, proposal_groups, read_auth_state
+from daas_hub.access import (
+    STATE_KEY,
+    LoginPolicy,
+    ProposalLookup,
+    make_auth_state,
+    proposal_groups,
+    read_auth_state,
+)
 from daas_hub.errors import SourceUnavailable
 from daas_hub.model import Identity, Provider, UnsafeValue
 from daas_hub.sources import ProposalSource, YamlProposalSource, is_stale
@@ -142,6 +149,39 @@ class ProposalMapping(LoggingConfigurable):
             return None
         return bool(account.roles & self.admin_roles)
 
+    async def lookup(self, name: str) -> dict | None:
+        """The auth data of hub user ``name``, read from the source, for a start before
+        they ever signed in (an admin's or instructor's start, the REST API).
+
+        The account is found as a refresh finds it (the facility username ``name``).
+        Returns ``{"auth_state": ..., "groups": [...]}`` (no access decision: the
+        spawner applies the policy), or None when ``name`` is no account of the
+        facility or not one the hub can use safely. Raises
+        :class:`~daas_hub.errors.SourceUnavailable` when the catalogue does not answer.
+        Admin rights are never granted here: they follow the person's own login.
+        """
+        try:
+            account = await self.source.resolve_account(
+                Identity(provider=Provider.FACILITY, subject=name, username=name)
+            )
+            if account is None:
+                return None
+            if account.username != hub_name(account.username) or account.username != name:
+                self.log.error("No start for %s before they sign in: the catalogue's account is %r",
+                               name, account.username)
+                return None
+            proposals = await self.source.proposals_for(account)
+        except UnsafeValue as e:
+            self.log.error("No start for %s before they sign in: the catalogue's %s", name, e)
+            return None
+        stale = is_stale(proposals)
+        if stale:
+            self.log.warning("Starting for %s with the last known proposals (catalogue unavailable)", name)
+        return {
+            "auth_state": make_auth_state(account, proposals, stale=stale),
+            "groups": proposal_groups(proposals, account.username),
+        }
+
     async def refresh(self, auth_state: dict | None, *, name: str) -> dict | bool:
         """New auth data for ``refresh_user``.
 
@@ -247,3 +287,9 @@ class ProposalLogin(HasTraits):
     def login_policy(self) -> LoginPolicy:
         """Published for the spawners (:func:`daas_hub.spawners.common.policy_for`)."""
         return self.mapping.policy
+
+    @property
+    def proposal_lookup(self) -> ProposalLookup:
+        """Published for the spawners: the auth data of a hub user who has not signed in
+        yet (:meth:`ProposalMapping.lookup`; :func:`daas_hub.spawners.first_start.lookup_for`)."""
+        return self.mapping.lookup

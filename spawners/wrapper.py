@@ -39,6 +39,7 @@ from daas_hub.quotas import (
 from daas_hub.spawn_form import form_context, query_options
 
 from .common import SessionOrder, checked_account, policy_for, refuse, refuse_logged, shown_error
+from .first_start import lookup_for
 
 #: attributes the hub sets on its spawner during a spawn, which the child needs too
 FORWARDED = ("api_token", "port", "admin_access", "cert_paths")
@@ -279,7 +280,10 @@ class DaasSpawner(Spawner):
         return out
 
     async def spawn_context(self) -> SpawnContext:
-        account, proposals = await checked_account(self.user, self.policy, status_code=403)
+        account, proposals = await checked_account(
+            self.user, self.policy, status_code=403, lookup=lookup_for(self.authenticator), log=self.log,
+            manage_groups=self.authenticator.manage_groups,
+        )
         return SpawnContext(
             account=account,
             proposals=tuple(proposals),
