@@ -22,6 +22,8 @@ from daas_hub.access import (
     proposal_groups,
     read_auth_state,
 )
+from daas_hub.course_book import CourseBook
+from daas_hub.courses import open_course_of
 from daas_hub.errors import SourceUnavailable
 from daas_hub.model import Identity, Provider, UnsafeValue
 from daas_hub.sources import ProposalSource, YamlProposalSource, is_stale
@@ -74,9 +76,23 @@ class ProposalMapping(LoggingConfigurable):
         """,
     )
 
+    courses = Instance(CourseBook, help="The hub's training courses (docs/instructors.md).")
+
+    @default("courses")
+    def _default_courses(self):
+        return CourseBook(parent=self)
+
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
         self.source = self.source_class(parent=self)
+
+    def _decide(self, account, proposals, *, who: str):
+        """The policy's decision; a participant of an open course needs no proposal."""
+        decision = self.policy.decide(account, proposals, who=who)
+        if not decision.allowed and decision.reason == "no-proposal" and open_course_of(
+                self.courses.courses(), account.username, self.courses.now(), warm_up=self.courses.warm_up_delta):
+            return replace(decision, allowed=True, reason="course", message="")
+        return decision
 
     @property
     def policy(self) -> LoginPolicy:
@@ -129,7 +145,7 @@ class ProposalMapping(LoggingConfigurable):
         if account is not None and account.username != hub_name(account.username):
             self.log.error("Refusing %s: account %r is not a hub name (hub names are lower case)", who, account.username)
             raise self._refuse(unsafe_account_message(self.facility_name, self.contact), "username-case")
-        decision = self.policy.decide(account, proposals, who=who)
+        decision = self._decide(account, proposals, who=who)
         if not decision.allowed:
             self.log.info("Refusing %s: %s", name or who, decision.reason)
             raise self._refuse(decision.message, decision.reason)
@@ -193,6 +209,8 @@ class ProposalMapping(LoggingConfigurable):
         if known is None:
             return False
         account, last = known
+        if self.courses.is_temporary(name):  # a course's temporary account: until the course ends
+            return self.courses.temporary_course(name) is not None
         idp_roles = frozenset(auth_state[STATE_KEY].get("idp_roles", ()))
         try:
             fresh = await self.source.resolve_account(
@@ -211,7 +229,7 @@ class ProposalMapping(LoggingConfigurable):
             then = datetime.fromisoformat(fetched_at) if fetched_at else None
             stale = make_auth_state(account, last, stale=True, now=then)
             return {"auth_state": {**auth_state, **_with_idp_roles(stale, idp_roles)}}
-        decision = self.policy.decide(fresh, proposals, who=name)
+        decision = self._decide(fresh, proposals, who=name)
         if not decision.allowed:
             return False
         model = {
@@ -287,6 +305,18 @@ class ProposalLogin(HasTraits):
     def login_policy(self) -> LoginPolicy:
         """Published for the spawners (:func:`daas_hub.spawners.common.policy_for`)."""
         return self.mapping.policy
+
+    @property
+    def course_book(self) -> CourseBook:
+        """Published for the course pages and the spawner (:mod:`daas_hub.spawners.courses`)."""
+        return self.mapping.courses
+
+    def check_allow_config(self):
+        super().check_allow_config()
+        if self.mapping.courses.enabled and self.parent is not None:
+            from daas_hub.spawners.courses import start_cleanup  # the hub side: stops and removes
+
+            start_cleanup(self.parent, self.mapping.courses)
 
     @property
     def proposal_lookup(self) -> ProposalLookup:

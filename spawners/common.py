@@ -10,6 +10,7 @@ reads ``user_options``.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import pwd
 import sys
@@ -28,7 +29,7 @@ from daas_hub.mounts import DEFAULT_ROOT, MountPlan, describe_missing, missing_s
 from daas_hub.options import SessionRequest
 from daas_hub.profiles import Profile
 from daas_hub.safety import home_problem, home_root_problem, session_account_problem
-from daas_hub.session import PLAN_ENV, UMASK_ENV
+from daas_hub.session import MATERIAL_ENV, PLAN_ENV, UMASK_ENV
 
 from .first_start import FirstStartRefused, account_from_source, lookup_for
 
@@ -214,6 +215,9 @@ class SessionOrder:
     profile: Profile
     account: Account
     proposals: tuple[Proposal, ...]
+    #: a course session: the account it runs as (temporary accounts) and its material
+    run_as: str | None = None
+    material: dict | None = None
 
 
 class SessionSetup(HasTraits):
@@ -322,7 +326,7 @@ class SessionSetup(HasTraits):
 
     def _prepare_session(self, account: Account, proposals) -> None:
         """Resolve the system account (never root), the home and the mount plan."""
-        system_name = self.run_as or account.username
+        system_name = (self._order.run_as if self._order is not None else None) or self.run_as or account.username
         try:
             entry = pwd.getpwnam(system_name)
         except KeyError:
@@ -392,4 +396,6 @@ class SessionSetup(HasTraits):
             r = self._order.request
             env["DAAS_HUB_PROPOSAL"] = r.proposal or ""
             env["DAAS_HUB_PROFILE"] = r.profile
+            if self._order.material:
+                env[MATERIAL_ENV] = json.dumps(self._order.material)
         return env
