@@ -215,6 +215,8 @@ class CoursePage(CourseBase):
                 account = Account(username=participant, roles=frozenset({PARTICIPANT_ROLE}))
                 await user.save_auth_state(make_auth_state(account, []))
             try:
+                create = getattr(user, "get_or_create_spawner", None)  # JupyterHub 6; 5.5 creates on access
+                create(name, name, replace_failed=True) if create else user.spawners[name]
                 await self.spawn_single_user(user, name, options={})
             except Exception as e:  # noqa: BLE001 - one participant's failure does not stop the others
                 self.log.warning("Start all (%s): %s's session did not start: %s", course.id, participant,
@@ -282,10 +284,10 @@ class CourseSignIn(BaseHandler):
         except LinkRefused as e:
             self.set_status(403)
             return self.finish(await self.render_template("course_login.html", error=e.message, token="",
-                                                          course=None, name=""))
+                                                          course=None, account=""))
         self.set_header("Cache-Control", "no-store")
         self.set_header("Referrer-Policy", "no-referrer")
-        self.finish(await self.render_template("course_login.html", error="", token=token, course=course, name=name))
+        self.finish(await self.render_template("course_login.html", error="", token=token, course=course, account=name))
 
     async def post(self):
         token = self.get_body_argument("token", "")
@@ -299,7 +301,7 @@ class CourseSignIn(BaseHandler):
             self.set_status(403)
             message = e.message if isinstance(e, LinkRefused) else "This sign-in link is not valid."
             return self.finish(await self.render_template("course_login.html", error=message, token="",
-                                                          course=None, name=""))
+                                                          course=None, account=""))
         user = self.user_from_username(name)
         await user.save_auth_state(make_auth_state(account, []))
         self.set_login_cookie(user)
