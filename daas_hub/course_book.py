@@ -126,6 +126,17 @@ class CourseBook(LoggingConfigurable):
         """,
     )
 
+    start_concurrency = Int(
+        4,
+        config=True,
+        help="""How many sessions "start all" starts at the same time; the others wait their turn,
+        so a large class does not overload the machine (each start still has the spawner's
+        ``http_timeout`` to answer). Example: ``10``
+
+        .. versionadded:: 0.2
+        """,
+    )
+
     max_temporary = Int(
         200,
         config=True,

@@ -39,9 +39,11 @@ from daas_hub.model import Account, UnsafeValue
 
 from .common import policy_for
 from .courses import cleanup, course_book_for, describe_window, live_course_servers
-from .first_start import lookup_for
+from .first_start import FirstStartRefused, account_from_source, lookup_for
 
 MAX_MESSAGE = 2000
+#: start-all rounds under way (kept so they are not garbage-collected)
+_background: set = set()
 
 
 class CourseBase(BaseHandler):
@@ -209,26 +211,48 @@ class CoursePage(CourseBase):
         plan = start_plan(course, live_course_servers(self.db, course.id), backend="local")
         name = server_name(course.id)
 
-        async def one(participant):
-            user = self.user_from_username(participant)
-            if book.is_temporary(participant) and await user.get_auth_state() is None:
-                account = Account(username=participant, roles=frozenset({PARTICIPANT_ROLE}))
-                await user.save_auth_state(make_auth_state(account, []))
-            try:
-                create = getattr(user, "get_or_create_spawner", None)  # JupyterHub 6; 5.5 creates on access
-                create(name, name, replace_failed=True) if create else user.spawners[name]
-                await self.spawn_single_user(user, name, options={})
-            except Exception as e:  # noqa: BLE001 - one participant's failure does not stop the others
-                self.log.warning("Start all (%s): %s's session did not start: %s", course.id, participant,
-                                 getattr(e, "jupyterhub_message", None) or e)
+        limit = asyncio.Semaphore(book.start_concurrency)
 
-        await asyncio.gather(*(one(p) for p in plan.start))
+        async def one(participant):
+            async with limit:  # a few at a time: a class of 50 does not start 50 JupyterLabs at once
+                user = self.user_from_username(participant)
+                try:
+                    await self._known(user, book)
+                    create = getattr(user, "get_or_create_spawner", None)  # JupyterHub 6; 5.5 creates on access
+                    spawner = create(name, name, replace_failed=True) if create else user.spawners[name]
+                    await self.spawn_single_user(user, name, options={})
+                    if spawner._spawn_future is not None:
+                        await spawner._spawn_future
+                except Exception as e:  # noqa: BLE001 - one participant's failure does not stop the others
+                    self.log.warning("Start all (%s): %s's session did not start: %s", course.id, participant,
+                                     getattr(e, "jupyterhub_message", None) or e)
+
+        task = asyncio.ensure_future(asyncio.gather(*(one(p) for p in plan.start)))
+        _background.add(task)
+        task.add_done_callback(_background.discard)
         said = f"Starting {len(plan.start)} sessions; {len(plan.running)} were running already."
         if plan.refused:
             said += (f" Not started: {', '.join(plan.refused)} (the course's quota allows "
                      f"{course.quota.sessions} sessions at once).")
         self.log.info("Start all for course %s: %s", course.id, said)
         return said
+
+    async def _known(self, user, book) -> None:
+        """Give a participant who never signed in their auth_state, as their first start would
+        (a temporary account: its course role; an account: from the proposal source)."""
+        if await user.get_auth_state() is not None:
+            return
+        if book.is_temporary(user.name):
+            account = Account(username=user.name, roles=frozenset({PARTICIPANT_ROLE}))
+            await user.save_auth_state(make_auth_state(account, []))
+            return
+        lookup = lookup_for(self.authenticator)
+        if lookup is not None:
+            try:
+                await account_from_source(user, lookup, policy_for(self.authenticator, self.log), state=None,
+                                          log=self.log, manage_groups=False)
+            except FirstStartRefused as e:
+                raise RuntimeError(e.message) from None
 
     async def _stop_all(self, course: Course) -> str:
         name = server_name(course.id)

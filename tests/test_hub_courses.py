@@ -65,7 +65,7 @@ def course_hub():
     set_clock(clock_file, START - timedelta(minutes=30))
     hub = start_hub(site, env={"PYTHONPATH": str(clock_dir), "DAAS_TEST_CLOCK_FILE": str(clock_file)},
                     extra_args=["--CourseBook.clock=course_clock.now", f"--CourseBook.grace_period={GRACE_HOURS}",
-                                "--DemoAuthenticator.auth_refresh_age=2",
+                                "--DemoAuthenticator.auth_refresh_age=2", "--Spawner.http_timeout=300",
                                 f"--CourseBook.material_prefixes=git://127.0.0.1:{port}/"])
     hub.clock_file = clock_file
     hub.material_url = f"git://127.0.0.1:{port}/material.git"
