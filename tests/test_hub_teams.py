@@ -20,6 +20,13 @@ pytestmark = [pytest.mark.hub, pytest.mark.browser]
 LAB = 240_000
 
 
+def authorize(page) -> None:
+    """Confirm JupyterHub's "Authorize access" page, shown before opening another person's session."""
+    page.wait_for_url(re.compile(r".*(/hub/api/oauth2/authorize|/user/).*"), timeout=120_000)
+    if "/oauth2/authorize" in page.url:
+        page.click("button[type=submit]:has-text('Authorize')")
+
+
 def start_session(hub, user):
     r = hub.login(user)
     session = r.session
@@ -76,6 +83,7 @@ def test_share_edit_together_refuse_outsiders_revoke(hub, browser):
         bpage.goto(f"{hub.url}/hub/share")
         assert bpage.locator("#daas-shared-with-me a").count() == 1
         bpage.goto(f"{hub.url}/user/alice/lab/tree/team.ipynb")
+        authorize(bpage)  # JupyterHub asks bob to confirm access to alice's session
         apage.goto(f"{hub.url}/user/alice/lab/tree/team.ipynb")
         for page in (bpage, apage):
             page.wait_for_selector(".jp-Notebook .jp-Cell .cm-content", timeout=LAB)
