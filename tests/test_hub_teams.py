@@ -27,6 +27,18 @@ def authorize(page) -> None:
         page.click("button[type=submit]:has-text('Authorize')")
 
 
+def keep_waiting(page) -> None:
+    """On a loaded machine JupyterLab may ask what to do about a slow document: keep waiting."""
+    dialog = page.locator(".jp-Dialog")
+    for _ in range(20):
+        if dialog.count() == 0:
+            return
+        button = dialog.locator("button:has-text('Wait'), button:has-text('wait')")
+        if button.count():
+            button.first.click()
+        page.wait_for_timeout(1000)
+
+
 def start_session(hub, user):
     r = hub.login(user)
     session = r.session
@@ -87,6 +99,8 @@ def test_share_edit_together_refuse_outsiders_revoke(hub, browser):
         apage.goto(f"{hub.url}/user/alice/lab/tree/team.ipynb")
         for page in (bpage, apage):
             page.wait_for_selector(".jp-Notebook .jp-Cell .cm-content", timeout=LAB)
+            keep_waiting(page)
+        keep_waiting(bpage)
         bpage.locator(".jp-Notebook .jp-Cell .cm-content").first.click()
         bpage.keyboard.press("End")
         bpage.keyboard.type("  # bob was here")
