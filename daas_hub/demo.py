@@ -20,7 +20,7 @@ import yaml
 DEMO_ACCOUNT = "daas-demo"
 #: bump when the generated site changes shape, to regenerate old demo folders
 SITE_VERSION = 2
-#: the demo's sample course, taught by ivan: erin (an account without a proposal) and three
+#: the demo's sample course, taught by ivan: carol (an existing account) and three
 #: temporary participants; its material is a git repository in the demo folder
 COURSE_ID = "py101"
 COURSE_TEMPORARY = 3
@@ -233,7 +233,7 @@ def write_sample_course(folder: Path) -> None:
     start = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     course = {
         "id": COURSE_ID, "title": "Python for beamline data (demo course)", "instructors": ["ivan"],
-        "participants": ["erin"], "temporary_accounts": COURSE_TEMPORARY,
+        "participants": ["carol"], "temporary_accounts": COURSE_TEMPORARY,
         "window": {"start": start.isoformat(), "end": (start + timedelta(days=30)).isoformat()},
         "session": {"profile": "python", "cpu": 1, "memory": "2G", "hours": 4},
         "material": {"url": f"file://{repo}", "branch": "main", "folder": "course"},

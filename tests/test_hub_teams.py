@@ -28,12 +28,13 @@ def authorize(page) -> None:
 
 
 def keep_waiting(page) -> None:
-    """On a loaded machine JupyterLab may ask what to do about a slow document: keep waiting."""
+    """On a loaded machine JupyterLab may ask what to do about a slow document: keep waiting
+    (or accept whatever else it asks, e.g. the kernel)."""
     dialog = page.locator(".jp-Dialog")
     for _ in range(20):
         if dialog.count() == 0:
             return
-        button = dialog.locator("button:has-text('Wait'), button:has-text('wait')")
+        button = dialog.locator("button:has-text('Continue waiting'), button.jp-mod-accept")
         if button.count():
             button.first.click()
         page.wait_for_timeout(1000)
@@ -68,7 +69,8 @@ def test_share_edit_together_refuse_outsiders_revoke(hub, browser):
         hub.server_api("alice", "PUT", "/contents/team.ipynb", json={"type": "notebook", "content": {
             "cells": [{"cell_type": "code", "source": "x = 1", "metadata": {}, "outputs": [],
                        "execution_count": None}],
-            "metadata": {}, "nbformat": 4, "nbformat_minor": 5}}).raise_for_status()
+            "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
+            "nbformat": 4, "nbformat_minor": 5}}).raise_for_status()
         alice, apage = login(browser, hub, "alice")
         # the page offers the proposal's members only
         apage.goto(f"{hub.url}/hub/share")
