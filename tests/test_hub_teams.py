@@ -126,7 +126,7 @@ def test_share_edit_together_refuse_outsiders_revoke(hub, browser):
         # share again, then stop: the share ends with the session
         api(hub, alice_http, "POST", "/daas/shares/alice/", json={"users": ["bob"]}).raise_for_status()
         hub.stop_server("alice")
-        assert hub.api("GET", "/users/bob/shared").json()["items"] == []
+        assert 'id="daas-shared-with-me"' not in bob.request.get(f"{hub.url}/hub/share").text()
         assert re.search(r"Sharing of .* ended", hub.log_text())
         if still_open:  # known gap, reported: the session keeps its first answer about bob
             pytest.xfail("a revoked share still opens the running session: the session does not ask the hub "
