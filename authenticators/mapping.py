@@ -14,7 +14,16 @@ from tornado import web
 from traitlets import Bool, HasTraits, Instance, Set, Type, Unicode, default
 from traitlets.config import LoggingConfigurable
 
-from daas_hub.access import STATE_KEY, LoginPolicy, make_auth_state, proposal_groups, read_auth_state
+from daas_hub.access import (
+    STATE_KEY,
+    LoginPolicy,
+    ProposalLookup,
+    make_auth_state,
+    proposal_groups,
+    read_auth_state,
+)
+from daas_hub.course_book import CourseBook
+from daas_hub.courses import open_course_of
 from daas_hub.errors import SourceUnavailable
 from daas_hub.model import Identity, Provider, UnsafeValue
 from daas_hub.sources import ProposalSource, YamlProposalSource, is_stale
@@ -68,9 +77,23 @@ class ProposalMapping(LoggingConfigurable):
         """,
     )
 
+    courses = Instance(CourseBook, help="The hub's training courses (docs/instructors.md).")
+
+    @default("courses")
+    def _default_courses(self):
+        return CourseBook(parent=self)
+
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
         self.source = self.source_class(parent=self)
+
+    def _decide(self, account, proposals, *, who: str):
+        """The policy's decision; a participant of an open course needs no proposal."""
+        decision = self.policy.decide(account, proposals, who=who)
+        if not decision.allowed and decision.reason == "no-proposal" and open_course_of(
+                self.courses.courses(), account.username, self.courses.now(), warm_up=self.courses.warm_up_delta):
+            return replace(decision, allowed=True, reason="course", message="")
+        return decision
 
     @property
     def lookups(self) -> TimedSource:
@@ -128,7 +151,7 @@ class ProposalMapping(LoggingConfigurable):
         if account is not None and account.username != hub_name(account.username):
             self.log.error("Refusing %s: account %r is not a hub name (hub names are lower case)", who, account.username)
             raise self._refuse(unsafe_account_message(self.facility_name, self.contact), "username-case")
-        decision = self.policy.decide(account, proposals, who=who)
+        decision = self._decide(account, proposals, who=who)
         if not decision.allowed:
             self.log.info("Refusing %s: %s", name or who, decision.reason)
             raise self._refuse(decision.message, decision.reason)
@@ -148,6 +171,39 @@ class ProposalMapping(LoggingConfigurable):
             return None
         return bool(account.roles & self.admin_roles)
 
+    async def lookup(self, name: str) -> dict | None:
+        """The auth data of hub user ``name``, read from the source, for a start before
+        they ever signed in (an admin's or instructor's start, the REST API).
+
+        The account is found as a refresh finds it (the facility username ``name``).
+        Returns ``{"auth_state": ..., "groups": [...]}`` (no access decision: the
+        spawner applies the policy), or None when ``name`` is no account of the
+        facility or not one the hub can use safely. Raises
+        :class:`~daas_hub.errors.SourceUnavailable` when the catalogue does not answer.
+        Admin rights are never granted here: they follow the person's own login.
+        """
+        try:
+            account = await self.source.resolve_account(
+                Identity(provider=Provider.FACILITY, subject=name, username=name)
+            )
+            if account is None:
+                return None
+            if account.username != hub_name(account.username) or account.username != name:
+                self.log.error("No start for %s before they sign in: the catalogue's account is %r",
+                               name, account.username)
+                return None
+            proposals = await self.source.proposals_for(account)
+        except UnsafeValue as e:
+            self.log.error("No start for %s before they sign in: the catalogue's %s", name, e)
+            return None
+        stale = is_stale(proposals)
+        if stale:
+            self.log.warning("Starting for %s with the last known proposals (catalogue unavailable)", name)
+        return {
+            "auth_state": make_auth_state(account, proposals, stale=stale),
+            "groups": proposal_groups(proposals, account.username),
+        }
+
     async def refresh(self, auth_state: dict | None, *, name: str) -> dict | bool:
         """New auth data for ``refresh_user``.
 
@@ -159,6 +215,8 @@ class ProposalMapping(LoggingConfigurable):
         if known is None:
             return False
         account, last = known
+        if self.courses.is_temporary(name):  # a course's temporary account: until the course ends
+            return self.courses.temporary_course(name) is not None
         idp_roles = frozenset(auth_state[STATE_KEY].get("idp_roles", ()))
         try:
             fresh = await self.lookups.resolve_account(
@@ -177,7 +235,7 @@ class ProposalMapping(LoggingConfigurable):
             then = datetime.fromisoformat(fetched_at) if fetched_at else None
             stale = make_auth_state(account, last, stale=True, now=then)
             return {"auth_state": {**auth_state, **_with_idp_roles(stale, idp_roles)}}
-        decision = self.policy.decide(fresh, proposals, who=name)
+        decision = self._decide(fresh, proposals, who=name)
         if not decision.allowed:
             return False
         model = {
@@ -253,3 +311,21 @@ class ProposalLogin(HasTraits):
     def login_policy(self) -> LoginPolicy:
         """Published for the spawners (:func:`daas_hub.spawners.common.policy_for`)."""
         return self.mapping.policy
+
+    @property
+    def course_book(self) -> CourseBook:
+        """Published for the course pages and the spawner (:mod:`daas_hub.spawners.courses`)."""
+        return self.mapping.courses
+
+    def check_allow_config(self):
+        super().check_allow_config()
+        if self.mapping.courses.enabled and self.parent is not None:
+            from daas_hub.spawners.courses import start_cleanup  # the hub side: stops and removes
+
+            start_cleanup(self.parent, self.mapping.courses)
+
+    @property
+    def proposal_lookup(self) -> ProposalLookup:
+        """Published for the spawners: the auth data of a hub user who has not signed in
+        yet (:meth:`ProposalMapping.lookup`; :func:`daas_hub.spawners.first_start.lookup_for`)."""
+        return self.mapping.lookup

@@ -7,6 +7,7 @@ that carries the account and proposals from login to spawn.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -39,6 +40,12 @@ class LoginPolicy:
     def decide(self, account: Account | None, proposals: list[Proposal], *, who: str) -> AccessDecision:
         """:func:`decide_access` under this policy."""
         return decide_access(account, proposals, policy=self, who=who)
+
+
+#: what a login publishes as ``proposal_lookup``: hub user name -> ``{"auth_state", "groups"}``
+#: read from the proposal source, or None if the name is no account of the facility
+#: (:meth:`daas_hub.authenticators.mapping.ProposalMapping.lookup`)
+ProposalLookup = Callable[[str], Awaitable[dict | None]]
 
 
 @dataclass(frozen=True)

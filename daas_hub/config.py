@@ -23,6 +23,15 @@ from .sources.factory import source_config
 #: hub paths ending in "/" (daas_hub.spawners.slash_page.PATTERN; kept here so the core imports no jupyterhub)
 SLASH_PATTERN = r"/((?!api/)[^?]*?[^/?])/+"
 DEMO_DIR_ENV = "DAAS_HUB_DEMO_DIR"
+#: courses (docs/instructors.md) and sharing with the team (docs/teams.md)
+COURSE_AND_TEAM_HANDLERS = [
+    (r"/courses", "daas_hub.spawners.course_pages.CoursesPage"),
+    (r"/courses/([a-z][a-z0-9]{1,15})", "daas_hub.spawners.course_pages.CoursePage"),
+    (r"/course-login", "daas_hub.spawners.course_pages.CourseSignIn"),
+    (r"/api/daas/courses/cleanup", "daas_hub.spawners.course_pages.CourseCleanupAPI"),
+    (r"/share", "daas_hub.spawners.teams.SharePage"),
+    (r"/api/daas/shares/([^/]+)/?([^/]*)", "daas_hub.spawners.teams.ShareAPI"),
+]
 DEFAULT_DEMO_DIR = "/var/lib/daas-hub/demo"
 
 
@@ -148,7 +157,7 @@ def hub_handlers(backends) -> list[tuple[str, str]]:
     the Slurm backend withdraws that one when imported, see
     ``daas_hub.spawners.slurm._withdraw_batchspawner_handler``).
     """
-    handlers = [(r"/quota", "daas_hub.spawners.quota_page.QuotaHandler")]
+    handlers = [(r"/quota", "daas_hub.spawners.quota_page.QuotaHandler"), *COURSE_AND_TEAM_HANDLERS]
     handlers += OPERATIONS_HANDLERS
     if "slurm" in backends:
         handlers.append((r"/api/batchspawner", "daas_hub.spawners.slurm.SessionPortHandler"))
@@ -207,6 +216,9 @@ def apply_settings(c, settings: Settings) -> None:
     if settings.backend in c.DaasSpawner.backends:  # the default backend first
         c.DaasSpawner.backends = [settings.backend, *[b for b in c.DaasSpawner.backends if b != settings.backend]]
     c.JupyterHub.extra_handlers = hub_handlers(c.DaasSpawner.backends)
+    c.CourseBook.courses_dir = str(data_dir / "courses")
+    if settings.demo:  # the demo's sample course takes its material from the demo folder
+        c.CourseBook.material_prefixes = [f"file://{Path(settings.file).resolve().parent}/material/"]
     # sessions on batch and cluster backends outlive a hub restart or upgrade: the restarted
     # hub finds them again (docs/backend-slurm.md). Local sessions are the hub's children.
     c.JupyterHub.cleanup_servers = set(c.DaasSpawner.backends) <= {"local"}

@@ -13,7 +13,9 @@ is left in it.
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -25,6 +27,10 @@ PLAN_ENV = "DAAS_HUB_MOUNT_PLAN"
 BIND_ENV = "DAAS_HUB_BIND_ADDRESS"
 #: the file-creation mask of the session (octal), set by the hub (``SessionSetup.umask``)
 UMASK_ENV = "DAAS_HUB_UMASK"
+#: a course's material (JSON: url, branch, folder), set by the hub for course sessions
+MATERIAL_ENV = "DAAS_HUB_MATERIAL"
+#: the longest a material pull may take before the session starts without it (seconds)
+MATERIAL_TIMEOUT = 120
 #: group-writable, nothing for others: what a team's shared ``processed`` folder needs
 DEFAULT_UMASK = 0o007
 _LINK_NAMES = ("raw", "processed")
@@ -143,6 +149,31 @@ def _write_provenance(plan: MountPlan | None) -> None:
         os.environ[RECORD_ENV] = str(path)  # the server's exit hook adds the stop time
 
 
+def pull_material(text: str, home: Path) -> None:
+    """Pull a course's git repository into ``home/<folder>`` with nbgitpuller's ``gitpuller``:
+    a first clone, or a merge that keeps the participant's own changes. The URL comes from
+    the course (checked by the hub against ``CourseBook.material_prefixes``), never from
+    the participant. A failure is said and the session starts without it."""
+    try:
+        material = json.loads(text)
+        url, branch, folder = material["url"], material.get("branch", "main"), material.get("folder", "course")
+    except (ValueError, KeyError, TypeError) as e:
+        _say(f"unreadable course material ({e}); starting without it")
+        return
+    puller = Path(sys.executable).parent / "gitpuller"
+    try:
+        done = subprocess.run([str(puller), url, branch, str(home / folder)], cwd=home, timeout=MATERIAL_TIMEOUT,
+                              stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        _say(f"could not pull the course material into ~/{folder} ({type(e).__name__}); starting without it")
+        return
+    if done.returncode:
+        tail = " | ".join(done.stdout.strip().splitlines()[-3:])
+        _say(f"could not pull the course material into ~/{folder} ({tail}); starting without it")
+    else:
+        _say(f"course material pulled into ~/{folder}")
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["--"]:
@@ -159,6 +190,9 @@ def main(argv: list[str] | None = None) -> None:
             materialize(plan, Path(os.path.expanduser("~")))
         except (ValueError, KeyError, TypeError, OSError) as e:
             _say(f"could not lay out the proposals folder ({e}); starting without it")
+    material = os.environ.pop(MATERIAL_ENV, "")
+    if material:
+        pull_material(material, Path(os.path.expanduser("~")))
     _write_provenance(plan)
     address = os.environ.pop(BIND_ENV, "").strip()
     if address and os.environ.get("JUPYTERHUB_SERVICE_URL"):

@@ -22,7 +22,7 @@ from pathlib import Path
 from tornado.web import HTTPError as _HTTPError
 from traitlets import HasTraits, Unicode, default, validate
 
-from daas_hub.access import LoginPolicy, read_auth_state
+from daas_hub.access import LoginPolicy, ProposalLookup, read_auth_state
 from daas_hub.errors import reference, with_reference
 from daas_hub.model import Account, Proposal
 from daas_hub.mounts import DEFAULT_ROOT, MountPlan, describe_missing, missing_sources, plan_mounts
@@ -30,7 +30,9 @@ from daas_hub.options import SessionRequest
 from daas_hub.profiles import Profile
 from daas_hub.provenance import REQUEST_ENV, SOFTWARE_ENV, profile_software
 from daas_hub.safety import home_problem, home_root_problem, session_account_problem
-from daas_hub.session import PLAN_ENV, UMASK_ENV
+from daas_hub.session import MATERIAL_ENV, PLAN_ENV, UMASK_ENV
+
+from .first_start import FirstStartRefused, account_from_source, lookup_for
 
 
 class CompatSpawnException(_HTTPError):
@@ -126,9 +128,21 @@ def policy_for(authenticator, log=None) -> LoginPolicy:
     return LoginPolicy()
 
 
-async def checked_account(user, policy: LoginPolicy, *, status_code: int = 400) -> tuple[Account, list[Proposal]]:
-    """The account and proposals from ``user``'s auth_state, if they may have a session."""
-    known = read_auth_state(await user.get_auth_state())
+async def checked_account(user, policy: LoginPolicy, *, status_code: int = 400, lookup: ProposalLookup | None = None,
+                          log=None, manage_groups: bool = False) -> tuple[Account, list[Proposal]]:
+    """The account and proposals from ``user``'s auth_state, if they may have a session.
+
+    A user who never signed in has none: with the login's ``lookup`` they are read
+    from the proposal source and kept (:mod:`daas_hub.spawners.first_start`).
+    """
+    state = await user.get_auth_state()
+    known = read_auth_state(state)
+    if known is None and lookup is not None:
+        try:
+            known = await account_from_source(user, lookup, policy, state=state, log=log,
+                                              manage_groups=manage_groups)
+        except FirstStartRefused as e:
+            raise refuse(e.message, reason=e.reason, status_code=status_code) from None
     if known is None:
         raise refuse(
             "The hub has no proposal information for you (it is kept from your last "
@@ -202,6 +216,9 @@ class SessionOrder:
     profile: Profile
     account: Account
     proposals: tuple[Proposal, ...]
+    #: a course session: the account it runs as (temporary accounts) and its material
+    run_as: str | None = None
+    material: dict | None = None
 
 
 class SessionSetup(HasTraits):
@@ -317,11 +334,12 @@ class SessionSetup(HasTraits):
 
     async def _account_from_auth_state(self) -> tuple[Account, list[Proposal]]:
         """Standalone use (no wrapper): the account and proposals from auth_state."""
-        return await checked_account(self.user, self.policy)
+        return await checked_account(self.user, self.policy, lookup=lookup_for(self.authenticator), log=self.log,
+                                     manage_groups=self.authenticator.manage_groups)
 
     def _prepare_session(self, account: Account, proposals) -> None:
         """Resolve the system account (never root), the home and the mount plan."""
-        system_name = self.run_as or account.username
+        system_name = (self._order.run_as if self._order is not None else None) or self.run_as or account.username
         try:
             entry = pwd.getpwnam(system_name)
         except KeyError:
@@ -395,4 +413,6 @@ class SessionSetup(HasTraits):
             env["DAAS_HUB_PROFILE"] = r.profile
             env[REQUEST_ENV] = json.dumps(r.to_options(), sort_keys=True)  # for the provenance record
             env[SOFTWARE_ENV] = json.dumps(profile_software(self._order.profile, r.backend), sort_keys=True)
+            if self._order.material:
+                env[MATERIAL_ENV] = json.dumps(self._order.material)
         return env

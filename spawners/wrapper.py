@@ -25,6 +25,7 @@ from tornado import web
 from traitlets import Any, Dict, List, Unicode, default, observe, validate
 from traitlets.utils.importstring import import_item
 
+from daas_hub.courses import course_of_server
 from daas_hub.errors import SettingsError
 from daas_hub.options import OptionError, SessionRequest, SpawnContext, validate_options
 from daas_hub.profiles import load_catalogue
@@ -39,7 +40,10 @@ from daas_hub.quotas import (
 from daas_hub.spawn_form import form_context, query_options
 
 from .common import SessionOrder, checked_account, policy_for, refuse, refuse_logged, shown_error
+from .courses import course_order
+from .first_start import lookup_for
 from .operations import SessionOperations
+from .teams import end_shares
 
 #: attributes the hub sets on its spawner during a spawn, which the child needs too
 FORWARDED = ("api_token", "port", "admin_access", "cert_paths")
@@ -274,6 +278,8 @@ class DaasSpawner(SessionOperations, Spawner):
         for name, sp in self.user.spawners.items():
             if others_only and (sp is self or name == self.name):
                 continue
+            if course_of_server(name):  # counted in the course's quota (daas_hub.courses)
+                continue
             opts = getattr(sp, "session_options", None)
             if not sp.active or not opts:
                 continue
@@ -284,7 +290,10 @@ class DaasSpawner(SessionOperations, Spawner):
         return out
 
     async def spawn_context(self) -> SpawnContext:
-        account, proposals = await checked_account(self.user, self.policy, status_code=403)
+        account, proposals = await checked_account(
+            self.user, self.policy, status_code=403, lookup=lookup_for(self.authenticator), log=self.log,
+            manage_groups=self.authenticator.manage_groups,
+        )
         return SpawnContext(
             account=account,
             proposals=tuple(proposals),
@@ -344,6 +353,8 @@ class DaasSpawner(SessionOperations, Spawner):
         return None
 
     async def render_options_form(self) -> str:
+        if course_of_server(self.name):
+            return ""  # a course session: the course decides everything
         try:
             await self.login_guard()
             ctx = await self.spawn_context()
@@ -377,14 +388,19 @@ class DaasSpawner(SessionOperations, Spawner):
 
     # -- lifecycle, forwarded to the child
     async def start(self):
-        request, ctx = await self.check_options(self.user_options or {})
-        profile = ctx.catalogue.get(request.profile)
+        if course_of_server(self.name):
+            order = await course_order(self, _catalogue(self.profile_catalogue, tuple(self.profiles_enabled)),
+                                       self.backends)
+        else:
+            request, ctx = await self.check_options(self.user_options or {})
+            order = SessionOrder(request, ctx.catalogue.get(request.profile), ctx.account, ctx.proposals)
+        request = order.request
         if self.child_spawner is not None and self.child_backend != request.backend:
             self.child_spawner = None
             self.child_state = {}
         child = self.construct_child(request.backend)
         self.session_options = request.to_options()
-        child.configure_session(SessionOrder(request, profile, ctx.account, ctx.proposals))
+        child.configure_session(order)
         self.log.info("Starting %s: %s", self._log_name, ", ".join(f"{k}={v}" for k, v in self.session_options.items()))
         self.ops_requested(request)  # the usage record and the spawn-start log line
         try:
@@ -424,6 +440,7 @@ class DaasSpawner(SessionOperations, Spawner):
         child = self._existing_child()
         if child is not None:
             await child.stop(now=now)
+        end_shares(self)  # a share ends with its session (docs/teams.md)
         self.ops_stopped()
 
     async def progress(self):

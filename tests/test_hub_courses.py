@@ -1,0 +1,212 @@
+"""A training course end to end: a real JupyterHub, real Chromium, 20 real sessions.
+
+The instructor ``ivan`` defines a course with 20 temporary participants and the
+existing account ``erin`` on the instructor page, prints the sign-in sheet, a
+link signs in once, "start all" brings 20 JupyterLab sessions up on the local
+backend (as the demo's unprivileged account, one home each) with the material
+pulled by nbgitpuller, the instructor opens one participant's session (shown to
+that participant) and cannot open a non-participant's, "stop all" stops them.
+After the window the links and the temporary accounts no longer work; after the
+grace period the accounts and their homes are gone while erin keeps hers.
+
+The material is a real git repository served by ``git daemon`` on a free
+loopback port (``git://127.0.0.1:<port>/material.git``). Time is the hub's
+``CourseBook.clock``, pointed at ``course_clock.now`` (a file the test writes),
+so the window and the grace period pass without waiting.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from conftest import free_port, make_world_dir, start_hub, stop_process, wait_until
+
+pytestmark = [pytest.mark.hub, pytest.mark.browser]
+
+START = datetime(2030, 3, 2, 9, 0, tzinfo=UTC)
+END = START + timedelta(hours=8)
+GRACE_HOURS = 24
+PARTICIPANTS = 20
+CLOCK_MODULE = '''
+import os
+def now():
+    with open(os.environ["DAAS_TEST_CLOCK_FILE"]) as f:
+        return float(f.read())
+'''
+
+
+@pytest.fixture(scope="module")
+def course_hub():
+    from daas_hub.demo import ensure_demo_site, write_material_repo
+
+    site = make_world_dir("daas-hub-courses-")
+    ensure_demo_site(site)
+    # the material, served by git daemon on loopback
+    served = site / "git"
+    write_material_repo(served / "material.git", {"README.md": "Welcome to the course.\n",
+                                                  "exercise.py": "print('hello')\n"})
+    (served / "material.git" / "git-daemon-export-ok").touch()
+    port = free_port()
+    daemon = subprocess.Popen(
+        ["git", "daemon", "--reuseaddr", "--listen=127.0.0.1", f"--port={port}", f"--base-path={served}",
+         "--export-all", str(served)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    # the hub's clock
+    clock_dir = site / "clock"
+    clock_dir.mkdir()
+    (clock_dir / "course_clock.py").write_text(CLOCK_MODULE)
+    clock_file = clock_dir / "now"
+    set_clock(clock_file, START - timedelta(minutes=30))
+    hub = start_hub(site, env={"PYTHONPATH": str(clock_dir), "DAAS_TEST_CLOCK_FILE": str(clock_file)},
+                    extra_args=["--CourseBook.clock=course_clock.now", f"--CourseBook.grace_period={GRACE_HOURS}",
+                                "--DemoAuthenticator.auth_refresh_age=2", "--Spawner.http_timeout=300",
+                                f"--CourseBook.material_prefixes=git://127.0.0.1:{port}/"])
+    hub.clock_file = clock_file
+    hub.material_url = f"git://127.0.0.1:{port}/material.git"
+    yield hub
+    for user in hub.api("GET", "/users").json():
+        for name in user.get("servers", {}):
+            hub.api("DELETE", f"/users/{user['name']}/servers/{name}" if name else f"/users/{user['name']}/server")
+    stop_process(hub.proc, timeout=90)
+    stop_process(daemon)
+    out = Path(__file__).resolve().parent.parent / "test-output"
+    out.mkdir(exist_ok=True)
+    shutil.copy(hub.log, out / "hub-courses.log")
+    shutil.rmtree(site, ignore_errors=True)
+
+
+def set_clock(path: Path, when: datetime) -> None:
+    path.write_text(str(when.timestamp()))
+
+
+def browser_login(context, hub, user):
+    page = context.new_page()
+    page.goto(f"{hub.url}/hub/login")
+    page.click(f"#daas-login-{user}")
+    page.wait_for_url(re.compile(r".*/hub/(spawn|home).*"), timeout=60_000)
+    return page
+
+
+def authorize(page) -> None:
+    """Confirm JupyterHub's "Authorize access" page, shown before opening another person's session."""
+    page.wait_for_url(re.compile(r".*(/hub/api/oauth2/authorize|/user/).*"), timeout=120_000)
+    if "/oauth2/authorize" in page.url:
+        page.click("button[type=submit]:has-text('Authorize')")
+
+
+def course_servers(hub, state: str) -> list[str]:
+    names = []
+    for u in hub.api("GET", "/users?state=active").json():
+        s = u.get("servers", {}).get("course-lab20")
+        if s and (state == "ready" and s.get("ready") or state == "active"):
+            names.append(u["name"])
+    return sorted(names)
+
+
+def test_course_from_instructor_page_to_clean_up(course_hub, browser):
+    hub = course_hub
+    site = hub.site
+    ivan = browser.new_context()
+    page = browser_login(ivan, hub, "ivan")
+    # 1. the instructor defines the course on the page (a foreign material URL is refused first)
+    page.goto(f"{hub.url}/hub/courses")
+    page.fill("input[name=id]", "lab20")
+    page.fill("input[name=title]", "Diffraction school")
+    page.fill("input[name=start]", START.strftime("%Y-%m-%dT%H:%M"))
+    page.fill("input[name=end]", END.strftime("%Y-%m-%dT%H:%M"))
+    page.fill("input[name=participants]", "erin")
+    page.fill("input[name=temporary]", str(PARTICIPANTS))
+    page.fill("input[name=material_url]", "https://elsewhere.example/material.git")
+    page.click("#daas-create-course")
+    page.wait_for_load_state()
+    assert "material is taken only from" in page.inner_text("#daas-course-error")
+    page.fill("input[name=material_url]", hub.material_url)
+    page.click("#daas-create-course")
+    page.wait_for_url("**/hub/courses/lab20")
+    assert page.locator("#daas-participants tbody tr").count() == PARTICIPANTS + 1
+
+    # 2. the printable sheet: 20 one-time links
+    page.click("#daas-links")
+    page.wait_for_load_state()
+    links = {row.get_attribute("data-user"): row.inner_text().split()[-1]
+             for row in page.locator("#daas-links-table tr").all()}
+    assert len(links) == PARTICIPANTS and all("/hub/course-login?token=" in u for u in links.values())
+    state_text = (site / "hub" / "courses" / "state.json").read_text()
+    assert not any(u.split("token=")[1] in state_text for u in links.values())
+
+    # 3. a link signs in once
+    p1 = browser.new_context()
+    first = p1.new_page()
+    first.goto(links["lab20-01"])
+    first.click("#daas-link-signin")
+    first.wait_for_url("**/hub/courses")
+    assert "Diffraction school" in first.inner_text("#daas-courses")
+    again = browser.new_context().new_page()
+    again.goto(links["lab20-01"])
+    assert "already used" in again.inner_text("#daas-link-error")
+
+    # 4. start all: 20 temporary participants + erin, within the course quota (21 sessions)
+    set_clock(hub.clock_file, START + timedelta(minutes=5))
+    page.goto(f"{hub.url}/hub/courses/lab20")
+    page.click("#daas-start-all")
+    page.wait_for_load_state()
+    assert "Starting 21 sessions" in page.inner_text("#daas-course-message")
+    wait_until(lambda: len(course_servers(hub, "ready")) == PARTICIPANTS + 1, timeout=900, interval=3,
+               what="21 course sessions ready")
+    for n in range(1, PARTICIPANTS + 1):
+        readme = site / "homes" / f"lab20-{n:02d}" / "course" / "README.md"
+        assert readme.read_text() == "Welcome to the course.\n", readme
+    assert (site / "homes" / "erin" / "course" / "exercise.py").exists()
+
+    # 5. the instructor opens a participant's session; the participant sees it
+    page.goto(f"{hub.url}/hub/courses/lab20")
+    page.locator('tr[data-user="lab20-01"] .daas-open').click()
+    authorize(page)  # JupyterHub asks the instructor to confirm access to someone else's session
+    page.wait_for_url(re.compile(r".*/user/lab20-01/course-lab20/.*"), timeout=120_000)
+    r = ivan.request.get(f"{hub.url}/user/lab20-01/course-lab20/api/contents/course")
+    assert r.status == 200 and "README.md" in r.text()
+    first.goto(f"{hub.url}/hub/courses")
+    assert "instructor ivan opened your course session" in first.inner_text(".daas-opened")
+    # ... and not one outside the course, nor a participant's session not opened through the page
+    page.goto(f"{hub.url}/hub/courses/lab20")
+    xsrf = next(c["value"] for c in ivan.cookies() if c["name"] == "_xsrf" and c["path"] == "/hub/")
+    r = ivan.request.post(f"{hub.url}/hub/courses/lab20",
+                          form={"_xsrf": xsrf, "action": "open", "participant": "alice"})
+    assert r.status == 403 and "alice is not a participant of this course" in r.text()
+    r = ivan.request.get(f"{hub.url}/user/lab20-02/course-lab20/api/contents")
+    assert r.status == 403, r.status  # the hub's OAuth refuses: no share of that session
+
+    # 6. stop all
+    page.goto(f"{hub.url}/hub/courses/lab20")
+    page.click("#daas-stop-all")
+    page.wait_for_load_state()
+    wait_until(lambda: course_servers(hub, "active") == [], timeout=300, interval=2, what="course sessions stopped")
+
+    # 7. after the window: links and temporary accounts no longer work
+    set_clock(hub.clock_file, END + timedelta(minutes=1))
+    later = browser.new_context().new_page()
+    later.goto(links["lab20-02"])
+    assert "has ended" in later.inner_text("#daas-link-error")
+    wait_until(lambda: p1.request.get(f"{hub.url}/hub/api/user", max_redirects=0).status == 403, timeout=30,
+               what="the temporary account's session cookie refused")
+    r = hub.api("POST", "/users/lab20-03/servers/course-lab20")
+    assert r.status_code >= 400 or "course-lab20" not in hub.api("GET", "/users/lab20-03").json()["servers"]
+    assert (site / "homes" / "lab20-01").is_dir()  # files stay during the grace period
+
+    # 8. after the grace period: temporary accounts and their files are gone, erin keeps hers
+    set_clock(hub.clock_file, END + timedelta(hours=GRACE_HOURS, minutes=1))
+    r = hub.api("POST", "/daas/courses/cleanup")
+    assert r.status_code == 200, r.text
+    assert sorted(r.json()["removed"]) == [f"lab20-{n:02d}" for n in range(1, PARTICIPANTS + 1)]
+    assert not any((site / "homes" / f"lab20-{n:02d}").exists() for n in range(1, PARTICIPANTS + 1))
+    assert hub.api("GET", "/users/lab20-01").status_code == 404
+    assert hub.api("GET", "/users/erin").status_code == 200
+    assert (site / "homes" / "erin" / "course" / "exercise.py").exists()
+    for c in (ivan, p1):
+        c.close()
