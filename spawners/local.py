@@ -22,12 +22,13 @@ from daas_hub.access import stale_notice
 from daas_hub.errors import SettingsError
 from daas_hub.vmtargets import GUACD_ENV, TARGETS_ENV, load_targets, targets_env, targets_for
 
+from .burst import LocalBurst
 from .common import SessionSetup, refuse, refuse_logged
 
 __all__ = ["LocalSpawner", "refuse"]
 
 
-class LocalSpawner(SessionSetup, LocalProcessSpawner):
+class LocalSpawner(LocalBurst, SessionSetup, LocalProcessSpawner):
     """Start sessions as local processes, with the user's proposals folder."""
 
     vm_targets_file = Unicode(
@@ -107,8 +108,10 @@ class LocalSpawner(SessionSetup, LocalProcessSpawner):
     def make_preexec_fn(self, name):
         setuid = set_user_setuid(self._account.pw_name, chdir=False) if os.geteuid() == 0 else None
         home = self._home
+        nice = self.nice_increment()
 
         def preexec():
+            os.nice(nice)  # below the hub's priority (LocalBurst.session_nice)
             if setuid:
                 setuid()
             os.chdir(home)
