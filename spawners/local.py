@@ -59,7 +59,7 @@ class LocalSpawner(LocalBurst, SessionSetup, LocalProcessSpawner):
     def _default_cmd(self):
         return [
             os.path.join(self.session_bin, "daas-hub-session"),
-            os.path.join(self.session_bin, "jupyterhub-singleuser"),
+            os.path.join(self.session_bin, "daas-hub-singleuser"),  # jupyterhub-singleuser, cheaper start
         ]
 
     @default("default_url")
