@@ -291,7 +291,7 @@ def sessions(pid: int) -> list[psutil.Process]:
     out = []
     for p in tree(pid):
         try:
-            if "jupyterhub-singleuser" in " ".join(p.cmdline() or []):
+            if "-singleuser" in " ".join(p.cmdline() or []):  # jupyterhub- or daas-hub-singleuser
                 out.append(p)
         except psutil.Error:  # gone, or a zombie
             pass
