@@ -93,6 +93,19 @@ class LocalBurst(HasTraits):
         """,
     )
 
+    min_home_free = Integer(
+        10 * 2**20,
+        config=True,
+        help="""Bytes that must be free in a session's home for it to start (JupyterLab writes
+        its runtime files there). With less, the person reads that their home folder is full,
+        and nothing is started. 0: no check.
+
+        Example: ``10 * 2**20`` (10 MiB, the default)
+
+        .. versionadded:: 0.2
+        """,
+    )
+
     @default("start_slots")
     def _default_start_slots(self):
         return os.cpu_count() or 1  # a start is CPU-bound: one per core
@@ -101,7 +114,25 @@ class LocalBurst(HasTraits):
     def _default_http_timeout(self):
         return 120  # a start on a busy machine; the queue wait does not count
 
+    def _check_home_space(self) -> None:
+        if not self.min_home_free or not self._home:
+            return
+        try:
+            st = os.statvfs(self._home)
+        except OSError:
+            return  # the home checks of SessionSetup report a missing home
+        free = st.f_bavail * st.f_frsize
+        if free < self.min_home_free:
+            raise refuse_logged(
+                self.log, f"Your home folder is full ({free // 1024} KiB free), so your session cannot start "
+                f"there; nothing was started. Delete or move files you no longer need (another session, "
+                f"or the facility's file service, can reach them), or contact {self.contact}.",
+                reason="home-full", status_code=400,
+                detail=f"{self._home} has {free} bytes free, below c.LocalSpawner.min_home_free={self.min_home_free}",
+            )
+
     async def start(self):
+        self._check_home_space()
         ip = self.ip or "127.0.0.1"
         self.port = PORTS.take(ip)
         try:
