@@ -5,6 +5,7 @@ The figures are printed, never asserted (performance goals live in benchmarks/).
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -46,3 +47,21 @@ def test_burst_smoke():
     for r in rows:
         assert r[2:5] == ["2", "0", "2"], out  # ready, failed, reachable
     assert "ratios daas-hub / vanilla" in out and "one session alone" in out
+
+
+def test_proposal_lookup_smoke():
+    out = run_smoke("proposal_lookup.py")
+    assert "yaml cached" in out and "sql cached" in out
+
+
+@pytest.mark.hub
+def test_spawn_time_smoke():
+    out = run_smoke("spawn_time.py")
+    assert "overhead of the wrapper" in out
+
+
+@pytest.mark.hub
+def test_desktop_first_frame_smoke():
+    """Login lands on the spawn form; the benchmark starts the session from it."""
+    out = run_smoke("desktop_first_frame.py")
+    assert re.search(r"^daas-hub\s+[\d.]+", out, re.M) and re.search(r"^vanilla\s+[\d.]+", out, re.M), out
