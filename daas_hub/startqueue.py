@@ -27,6 +27,7 @@ class Ticket:
 
     who: str
     admitted: asyncio.Future = field(repr=False)
+    left: bool = False
 
     @property
     def waiting(self) -> bool:
@@ -50,13 +51,14 @@ class StartQueue:
 
     def leave(self, ticket: Ticket) -> None:
         """The start is over (ready, failed or cancelled): its slot, or its place, goes to the next."""
+        if ticket.left:  # leaving twice frees one slot only
+            return
+        ticket.left = True
         if ticket in self._waiting:
             self._waiting.remove(ticket)
-            if not ticket.admitted.done():
-                ticket.admitted.cancel()
+            ticket.admitted.cancel()
         elif ticket.admitted.done() and not ticket.admitted.cancelled():
             self.starting -= 1
-            ticket.admitted.cancel()  # leaving twice frees one slot only
         self._admit()
 
     def position(self, ticket: Ticket) -> int:
@@ -88,14 +90,29 @@ def waiting_message(position: int, waiting: int, starting: int) -> str:
             f"It starts by itself when its turn comes; this page follows it.")
 
 
+def session_port_range(path: str = "/proc/sys/net/ipv4/ip_local_port_range") -> tuple[int, int]:
+    """Ports for sessions: 20000 up to the kernel's ephemeral range (outgoing connections, and
+    JupyterHub's ``random_port``, take ports there; a session binding one of them fails with
+    "port is not available", as measured in a 100-session burst)."""
+    try:
+        with open(path) as f:
+            ephemeral_low = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        ephemeral_low = 32768
+    return (20000, ephemeral_low - 1) if ephemeral_low > 21000 else (10000, 19999)
+
+
 class PortBook:
     """Local ports handed to sessions of this hub, so that no two get the same one.
 
     ``free`` is how a port is checked for nobody listening (injectable for tests).
+    Default range: :func:`session_port_range`, below the kernel's ephemeral ports.
     """
 
-    def __init__(self, low: int = 20000, high: int = 59999, *, free=None, rng: random.Random | None = None):
-        self.low, self.high = low, high
+    def __init__(self, low: int | None = None, high: int | None = None, *, free=None,
+                 rng: random.Random | None = None):
+        default_low, default_high = session_port_range()
+        self.low, self.high = low or default_low, high or default_high
         self.held: set[int] = set()
         self._free = free or port_is_free
         self._rng = rng or random.Random()
