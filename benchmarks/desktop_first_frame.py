@@ -12,7 +12,9 @@ the programs) and warm (Xvnc already running); medians are printed. Side by side
 jupyter-remote-desktop-proxy 3.x (its own ``/bin/sh -c`` entry, with the same
 xstartup so both draw the same windows). Target: first frame < 2 s.
 
-    <venv>/bin/python benchmarks/desktop_first_frame.py [--rounds 3]
+    <venv>/bin/python benchmarks/desktop_first_frame.py [--rounds 3] [--smoke]
+
+``--smoke``: one user, one warm open, both variants (``tests/test_benchmarks.py`` runs it).
 """
 
 from __future__ import annotations
@@ -56,6 +58,8 @@ def measure(browser, hub, user: str, rounds: int) -> dict:
     page = context.new_page()
     page.goto(f"{hub.url}/hub/login")
     page.click(f"#daas-login-{user}")
+    page.wait_for_selector("#daas-options", timeout=60_000)  # login lands on the spawn form, prefilled
+    page.click("#spawn_form button[type=submit]")
     page.wait_for_url(re.compile(rf".*/user/{user}/lab.*"), timeout=180_000)
     page.wait_for_selector(".jp-LauncherCard", timeout=180_000)
     url = f"{hub.url}/user/{user}/desktop/"
@@ -69,7 +73,7 @@ def measure(browser, hub, user: str, rounds: int) -> dict:
     return {"cold": [cold], "warm": warm}
 
 
-def run(variant: str, rounds: int, browser) -> dict:
+def run(variant: str, rounds: int, browser, users=USERS) -> dict:
     from daas_hub.demo import ensure_demo_site
 
     site = make_world_dir(f"daas-hub-bench-{variant}-")
@@ -86,7 +90,7 @@ def run(variant: str, rounds: int, browser) -> dict:
     hub = start_hub(site, extra_args=extra)
     try:
         result = {"cold": [], "warm": []}
-        for user in USERS:  # each user's first open is a cold start
+        for user in users:  # each user's first open is a cold start
             r = measure(browser, hub, user, rounds)
             result["cold"] += r["cold"]
             result["warm"] += r["warm"]
@@ -99,7 +103,11 @@ def run(variant: str, rounds: int, browser) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3, help="warm opens per variant")
+    parser.add_argument("--smoke", action="store_true", help="one user, one warm open (make test)")
     args = parser.parse_args()
+    users = USERS[:1] if args.smoke else USERS
+    if args.smoke:
+        args.rounds = 1
     from playwright.sync_api import sync_playwright
 
     results = {}
@@ -107,7 +115,7 @@ def main() -> None:
         browser = p.chromium.launch(executable_path=shutil.which("chromium") or "/usr/bin/chromium", headless=True,
                                     args=["--no-sandbox", "--disable-gpu", "--no-first-run"])
         for variant in ("daas-hub", "vanilla"):
-            results[variant] = run(variant, args.rounds, browser)
+            results[variant] = run(variant, args.rounds, browser, users)
         browser.close()
 
     print("\ndesktop: opening /user/<name>/desktop/ until the picture (seconds; target first frame < 2 s)")
@@ -116,8 +124,8 @@ def main() -> None:
         cc, cf = (statistics.median(x[i] for x in r["cold"]) for i in (0, 1))
         wc, wf = (statistics.median(x[i] for x in r["warm"]) for i in (0, 1))
         print(f"{variant:<10} {cc:>15.2f} {cf:>11.2f} {wc:>15.2f} {wf:>11.2f}")
-    print(f"(medians: cold of {len(USERS)} first opens, which start Xvnc, openbox and the programs; "
-          f"warm of {len(USERS) * args.rounds})")
+    print(f"(medians: cold of {len(users)} first opens, which start Xvnc, openbox and the programs; "
+          f"warm of {len(users) * args.rounds})")
 
 
 if __name__ == "__main__":

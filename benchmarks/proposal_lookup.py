@@ -1,6 +1,6 @@
 """Proposal lookup latency: SQL and YAML sources, cold and cached.
 
-    <venv>/bin/python benchmarks/proposal_lookup.py [--users 20000] [--proposals 100000] [--samples 500]
+    <venv>/bin/python benchmarks/proposal_lookup.py [--users 20000] [--proposals 100000] [--samples 500] [--smoke]
 
 Builds a synthetic facility (each proposal has 3 members, so a user is on ~15
 proposals with one beamtime each), then times a login's lookup
@@ -132,7 +132,10 @@ async def main() -> int:
     parser.add_argument("--samples", type=int, default=500)
     parser.add_argument("--skip-yaml", action="store_true")
     parser.add_argument("--skip-sql", action="store_true")
+    parser.add_argument("--smoke", action="store_true", help="200 users, 1000 proposals, 20 lookups (make test)")
     args = parser.parse_args()
+    if args.smoke:
+        args.users, args.proposals, args.samples = 200, 1000, 20
     logins, props = facility(args.users, args.proposals)
     names = random.Random(1).sample(logins, args.samples)
     print(f"{args.users} users, {args.proposals} proposals (3 members each), {args.samples} lookups per row")

@@ -6,7 +6,7 @@ LocalSpawner), one with the bare ``daas-local`` LocalSpawner. Spawns alternate
 between the hubs; each is timed from the REST API's POST to the server being
 ready, then stopped. Prints the median and the spread.
 
-    <prefix>/venv/bin/python benchmarks/spawn_time.py [--runs 5]
+    <prefix>/venv/bin/python benchmarks/spawn_time.py [--runs 5] [--smoke]
 """
 
 from __future__ import annotations
@@ -39,7 +39,10 @@ def main() -> None:
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--smoke", action="store_true", help="one run (make test)")
     args = ap.parse_args()
+    if args.smoke:
+        args.runs = 1
     sites, hubs = [], {}
     try:
         for kind, extra in (("daas (wrapper + LocalSpawner)", []),

@@ -222,6 +222,9 @@ def apply_settings(c, settings: Settings) -> None:
     # sessions on batch and cluster backends outlive a hub restart or upgrade: the restarted
     # hub finds them again (docs/backend-slurm.md). Local sessions are the hub's children.
     c.JupyterHub.cleanup_servers = set(c.DaasSpawner.backends) <= {"local"}
+    # a class starting at once waits in the spawner's start queue (start_slots), never fails
+    # for waiting: no JupyterHub limit on pending starts (its default refuses the 101st)
+    c.JupyterHub.concurrent_spawn_limit = 0
     if settings.profile_catalogue:
         c.DaasSpawner.profile_catalogue = settings.profile_catalogue
     if settings.profiles_enabled is not None:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tornado.web import HTTPError as _HTTPError
-from traitlets import HasTraits, Unicode, default, validate
+from traitlets import HasTraits, Integer, Unicode, default, validate
 
 from daas_hub.access import LoginPolicy, ProposalLookup, read_auth_state
 from daas_hub.errors import reference, with_reference
@@ -254,6 +254,20 @@ class SessionSetup(HasTraits):
         DEFAULT_ROOT,
         config=True,
         help="""Name of the folder in the session's home that shows the user's proposals.""",
+    )
+
+    start_slots = Integer(
+        0,
+        config=True,
+        help="""How many sessions of this backend may start at the same time; the others wait
+        their turn in the hub's start queue (first come, first served), see their place on
+        the progress page, and never fail for waiting. 0: no queue (a batch scheduler queues
+        itself). Local backend default: one per CPU core of the hub's machine.
+
+        Example: ``c.LocalSpawner.start_slots = 4``
+
+        .. versionadded:: 0.2
+        """,
     )
 
     umask = Unicode(

@@ -20,19 +20,20 @@ from traitlets import default
 
 from daas_hub.access import stale_notice
 
+from .burst import LocalBurst
 from .common import SessionSetup, refuse, refuse_logged
 
 __all__ = ["LocalSpawner", "refuse"]
 
 
-class LocalSpawner(SessionSetup, LocalProcessSpawner):
+class LocalSpawner(LocalBurst, SessionSetup, LocalProcessSpawner):
     """Start sessions as local processes, with the user's proposals folder."""
 
     @default("cmd")
     def _default_cmd(self):
         return [
             os.path.join(self.session_bin, "daas-hub-session"),
-            os.path.join(self.session_bin, "jupyterhub-singleuser"),
+            os.path.join(self.session_bin, "daas-hub-singleuser"),  # jupyterhub-singleuser, cheaper start
         ]
 
     @default("default_url")
@@ -71,8 +72,10 @@ class LocalSpawner(SessionSetup, LocalProcessSpawner):
     def make_preexec_fn(self, name):
         setuid = set_user_setuid(self._account.pw_name, chdir=False) if os.geteuid() == 0 else None
         home = self._home
+        nice = self.nice_increment()
 
         def preexec():
+            os.nice(nice)  # below the hub's priority (LocalBurst.session_nice)
             if setuid:
                 setuid()
             os.chdir(home)

@@ -525,7 +525,7 @@ class SlurmSpawner(SessionSetup, _BatchSlurmSpawner):
             command=(
                 os.path.join(self.session_bin, "daas-hub-session"),
                 os.path.join(self.session_bin, "batchspawner-singleuser"),
-                os.path.join(self.session_bin, "jupyterhub-singleuser"),
+                os.path.join(self.session_bin, "daas-hub-singleuser"),  # jupyterhub-singleuser, cheaper start
                 *self.get_args(),
             ),
             extra_directives=tuple(self.extra_directives),

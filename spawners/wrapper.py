@@ -39,7 +39,16 @@ from daas_hub.quotas import (
 )
 from daas_hub.spawn_form import form_context, query_options
 
-from .common import SessionOrder, checked_account, policy_for, refuse, refuse_logged, shown_error
+from .burst import queue_for, waiting_events
+from .common import (
+    SessionOrder,
+    SessionSetup,
+    checked_account,
+    policy_for,
+    refuse,
+    refuse_logged,
+    shown_error,
+)
 from .courses import course_order
 from .first_start import lookup_for
 from .operations import SessionOperations
@@ -47,6 +56,15 @@ from .teams import end_shares
 
 #: attributes the hub sets on its spawner during a spawn, which the child needs too
 FORWARDED = ("api_token", "port", "admin_access", "cert_paths")
+
+
+#: how long the hub waits for a start, the start queue included (a day: waiting never fails a start)
+QUEUE_WAIT = 24 * 3600
+
+
+def _options_applied_by_start(spawner, user_options) -> None:
+    """Options are checked and applied by ``DaasSpawner.start`` (:func:`daas_hub.options.validate_options`);
+    JupyterHub's own hook has nothing left to do (and no longer logs them as unhandled)."""
 
 
 def option_refusal(e: OptionError) -> str:
@@ -147,6 +165,14 @@ class DaasSpawner(SessionOperations, Spawner):
     @default("start_timeout")
     def _default_start_timeout(self):
         return 300  # a batch job may wait in the queue
+
+    @default("http_timeout")
+    def _default_http_timeout(self):
+        return 120  # a session on a busy machine or node (the local backend waits for its own server)
+
+    @default("apply_user_options")
+    def _default_apply_user_options(self):
+        return _options_applied_by_start
 
     @default("options_form")
     def _default_options_form(self):
@@ -387,22 +413,53 @@ class DaasSpawner(SessionOperations, Spawner):
         }
 
     # -- lifecycle, forwarded to the child
-    async def start(self):
-        if course_of_server(self.name):
-            order = await course_order(self, _catalogue(self.profile_catalogue, tuple(self.profiles_enabled)),
-                                       self.backends)
-        else:
-            request, ctx = await self.check_options(self.user_options or {})
-            order = SessionOrder(request, ctx.catalogue.get(request.profile), ctx.account, ctx.proposals)
-        request = order.request
-        if self.child_spawner is not None and self.child_backend != request.backend:
-            self.child_spawner = None
-            self.child_state = {}
-        child = self.construct_child(request.backend)
-        self.session_options = request.to_options()
-        child.configure_session(order)
-        self.log.info("Starting %s: %s", self._log_name, ", ".join(f"{k}={v}" for k, v in self.session_options.items()))
-        self.ops_requested(request)  # the usage record and the spawn-start log line
+    _queue = None
+    _ticket = None
+
+    def start(self):
+        """Start the session; waiting in the hub's start queue never fails it.
+
+        JupyterHub bounds ``start()`` by ``start_timeout``, read right after this call:
+        the hub waits as long as the queue takes (:data:`QUEUE_WAIT`), and the
+        configured ``start_timeout`` bounds the backend's own start, from its turn on.
+        """
+        bound = self.start_timeout
+        self.start_timeout = QUEUE_WAIT
+        return self._start(bound)
+
+    async def _start(self, bound: int):
+        try:
+            if course_of_server(self.name):
+                order = await course_order(self, _catalogue(self.profile_catalogue, tuple(self.profiles_enabled)),
+                                           self.backends)
+            else:
+                request, ctx = await self.check_options(self.user_options or {})
+                order = SessionOrder(request, ctx.catalogue.get(request.profile), ctx.account, ctx.proposals)
+            request = order.request
+            if self.child_spawner is not None and self.child_backend != request.backend:
+                self.child_spawner = None
+                self.child_state = {}
+            child = self.construct_child(request.backend)
+            self.session_options = request.to_options()
+            child.configure_session(order)
+            self._queue = queue_for(request.backend, child.start_slots if isinstance(child, SessionSetup) else 0)
+            self._ticket = ticket = self._queue.join(self._log_name)
+            try:
+                if ticket.waiting:
+                    self.log.info("%s waits its turn to start: number %d of %d", self._log_name,
+                                  self._queue.position(ticket), self._queue.waiting)
+                    await ticket.admitted
+                self.log.info("Starting %s: %s", self._log_name,
+                              ", ".join(f"{k}={v}" for k, v in self.session_options.items()))
+                self.ops_requested(request)  # the usage record and the spawn-start log line
+                return await asyncio.wait_for(self._child_start(child, request), bound)
+            finally:
+                self._queue.leave(ticket)
+        finally:
+            self.start_timeout = bound
+
+    async def _child_start(self, child, request):
+        backend = request.backend
         try:
             url = await child.start()
         except web.HTTPError as e:
@@ -414,7 +471,7 @@ class DaasSpawner(SessionOperations, Spawner):
         except Exception as e:
             self.ops_spawned(request, reason="backend-error")
             message = shown_error(e, log=self.log, server=self._log_name,
-                                  doing=f"Starting the session on {request.backend}", contact=self.contact)
+                                  doing=f"Starting the session on {backend}", contact=self.contact)
             raise refuse(message, reason="backend-error", status_code=500) from None
         self.ops_spawned(request)
         return url
@@ -450,6 +507,9 @@ class DaasSpawner(SessionOperations, Spawner):
             await asyncio.sleep(0.5)
         else:
             return
+        if self._ticket is not None:
+            async for event in waiting_events(self._queue, self._ticket):
+                yield event
         async for event in self.child_spawner.progress():
             self.ops_progress(event.get("message", "") if isinstance(event, dict) else "")
             yield event

@@ -5,6 +5,7 @@ The figures are printed, never asserted (performance goals live in benchmarks/).
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -23,6 +24,48 @@ def test_squeue_polls_smoke():
     assert r.returncode == 0, r.stdout + r.stderr
     (row,) = [line for line in r.stdout.splitlines() if line.split() and line.split()[0] == "10"]
     assert len(row.split()) == 8, row  # N, pending stock/daas, running stock/daas, stops "a / b"
+
+
+def run_smoke(script: str, timeout: float = 900) -> str:
+    r = subprocess.run([sys.executable, str(REPO / "benchmarks" / script), "--smoke"],
+                       capture_output=True, text=True, timeout=timeout, cwd="/")
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    return r.stdout
+
+
+def test_session_start_smoke():
+    out = run_smoke("session_start.py")
+    assert "as installed" in out and "all (daas-hub-singleuser)" in out
+
+
+@pytest.mark.hub
+def test_burst_smoke():
+    """Both hubs, N = 2: every start ready and reachable (figures printed, not asserted)."""
+    out = run_smoke("burst.py")
+    rows = [line.split() for line in out.splitlines() if line.split()[:1] == ["2"]
+            and line.split()[1] in ("daas-hub", "vanilla")]
+    assert sorted(r[1] for r in rows) == ["daas-hub", "daas-hub", "vanilla", "vanilla"], out  # as run, in the table
+    for r in rows:
+        assert r[2:5] == ["2", "0", "2"], out  # ready, failed, reachable
+    assert "ratios daas-hub / vanilla" in out and "one session alone" in out
+
+
+def test_proposal_lookup_smoke():
+    out = run_smoke("proposal_lookup.py")
+    assert "yaml cached" in out and "sql cached" in out
+
+
+@pytest.mark.hub
+def test_spawn_time_smoke():
+    out = run_smoke("spawn_time.py")
+    assert "overhead of the wrapper" in out
+
+
+@pytest.mark.hub
+def test_desktop_first_frame_smoke():
+    """Login lands on the spawn form; the benchmark starts the session from it."""
+    out = run_smoke("desktop_first_frame.py")
+    assert re.search(r"^daas-hub\s+[\d.]+", out, re.M) and re.search(r"^vanilla\s+[\d.]+", out, re.M), out
 
 
 def test_usage_report_smoke():
