@@ -392,10 +392,14 @@ def test_session_main_lays_out_then_execs(storage, monkeypatch):
     plan = make_plan(data, ("MX-1", "active", "MX-1/raw", None))
     monkeypatch.setenv("HOME", str(home))
     monkeypatch.setenv(session.PLAN_ENV, plan.to_json())
-    calls = []
+    calls, masks = [], []
     monkeypatch.setattr(session.os, "execvp", lambda prog, argv: calls.append((prog, argv)))
+    # main sets the session's umask: recorded here, never applied to the test run itself (a
+    # leaked 0007 made later tests' folders unreadable to the session accounts)
+    monkeypatch.setattr(session.os, "umask", lambda mask: masks.append(mask) or 0o022)
     session.main(["--", "jupyterhub-singleuser", "--debug"])
     assert calls == [("jupyterhub-singleuser", ["jupyterhub-singleuser", "--debug"])]
+    assert masks == [0o007]
     assert (home / "proposals/MX-1/raw").is_symlink()
     assert session.PLAN_ENV not in os.environ  # the command does not inherit the plan
 
