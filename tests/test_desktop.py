@@ -349,7 +349,8 @@ def test_sigkilled_server_takes_its_desktops_along_and_the_next_start_works(desk
         wait_for_picture(app, timeout=90)
         servers = wait_until(lambda: len(s := xservers(home)) == 2 and s, timeout=30, what="two X servers")
         procs = session_processes(home)
-        (server,) = [p for p in procs if any("jupyterhub-singleuser" in c for c in p["cmd"])]
+        # the session server: daas-hub-singleuser (jupyterhub-singleuser with a cheaper start)
+        (server,) = [p for p in procs if any(c.endswith("-singleuser") for c in p["cmd"])]
         assert len(procs) >= 6, procs  # server, two guards, two vncservers, two Xvnc, openbox, ...
         os.kill(server["pid"], signal.SIGKILL)
         pids = [p["pid"] for p in procs]

@@ -164,7 +164,7 @@ def session_pid(home: Path) -> int:
             cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
         except OSError:
             continue
-        if f"HOME={home}".encode() in env and b"jupyterhub-singleuser" in cmd:
+        if f"HOME={home}".encode() in env and (b"jupyterhub-singleuser" in cmd or b"daas-hub-singleuser" in cmd):
             return int(pid)
     raise LookupError(f"no session server with HOME={home}")
 
