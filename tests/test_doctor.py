@@ -157,11 +157,25 @@ def test_missing_storage_path_fails_its_line(good_site):
     assert "cannot be used" in lines["storage slurm home"][1]
 
 
-def test_guacd_down_fails_its_line(good_site):
-    guacd = shutil.which("guacd") or shutil.which("guacd", path="/usr/sbin")
-    if not guacd:
-        pytest.skip("guacd is not installed on this branch (the VM gateway work adds a real guacd build); "
-                    "the guacd line is then checked against a closed port")
-    code, lines = doctor(good_site, env={"DAAS_HUB_GUACD": f"127.0.0.1:{closed_port()}"})
+def test_guacd_up_passes_and_down_fails_its_line(good_site, tmp_path):
+    """The real guacd (built by `make guacd` from ../shared/vendor) answers: the line passes;
+    stopped, the same address fails its line and nothing else does."""
+    from vm_targets import GUACD_DIR, Servers
+
+    if not (GUACD_DIR / "sbin/guacd").exists():
+        pytest.skip(f"guacd is not built at {GUACD_DIR} (`make guacd`, part of `make test`)")
+    servers = Servers(tmp_path)
+    port = closed_port()
+    guacd = servers.start("guacd", ["env", f"LD_LIBRARY_PATH={GUACD_DIR}/lib", str(GUACD_DIR / "sbin/guacd"),
+                                    "-b", "127.0.0.1", "-l", str(port), "-f"])
+    try:
+        wait_until(lambda: socket.create_connection(("127.0.0.1", port), timeout=1).close() or True,
+                   timeout=30, what="guacd listening")
+        code, lines = doctor(good_site, env={"DAAS_HUB_GUACD": f"127.0.0.1:{port}"})
+        assert "guacd" in lines and "guacd" not in failing(lines), lines
+    finally:
+        servers.stop()
+    assert guacd.poll() is not None
+    code, lines = doctor(good_site, env={"DAAS_HUB_GUACD": f"127.0.0.1:{port}"})
     assert code == 1 and failing(lines) == ["guacd"], lines
     assert "nothing answers on" in lines["guacd"][1]
