@@ -45,19 +45,37 @@ VARIANTS = {
 }
 
 
-def one(prepare: str, args: tuple[str, ...]) -> dict:
+def one(prepare: str, args: tuple[str, ...], *, tries: int = 3) -> dict:
+    """One start; a server that exits at once (its free port taken meanwhile by another
+    process) is tried again on another port, up to ``tries`` times."""
+    for attempt in range(tries):
+        try:
+            return _one(prepare, args)
+        except ServerExited:
+            if attempt == tries - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
+class ServerExited(RuntimeError):
+    pass
+
+
+def _one(prepare: str, args: tuple[str, ...]) -> dict:
     port, home = free_port(), tempfile.mkdtemp(prefix="session-start-", dir="/var/tmp")
     code = LAUNCH.format(prepare=prepare or "pass")
     cmd = [sys.executable, "-c", code, "--no-browser", f"--port={port}", "--ServerApp.ip=127.0.0.1",
            "--ServerApp.token=", *(["--allow-root"] if os.geteuid() == 0 else []), *args]
     env = {**os.environ, "HOME": home, "PATH": os.pathsep.join([str(BIN), "/usr/local/bin", "/usr/bin", "/bin"])}
     t0 = time.monotonic()
-    proc = subprocess.Popen(cmd, cwd=home, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = Path(home) / "server.log"
+    proc = subprocess.Popen(cmd, cwd=home, env=env, stdout=subprocess.DEVNULL, stderr=log.open("w"))
     root, seen, peak = psutil.Process(proc.pid), set(), 0
     try:
         while True:
             if proc.poll() is not None:
-                raise RuntimeError(f"the server exited with {proc.returncode}")
+                tail = " | ".join(log.read_text(errors="replace").strip().splitlines()[-3:])
+                raise ServerExited(f"the server exited with {proc.returncode}: {tail}")
             try:
                 kids = root.children(recursive=True)
                 seen |= {" ".join(k.cmdline()[:2]) for k in kids}
