@@ -95,7 +95,8 @@ def _one(prepare: str, args: tuple[str, ...]) -> dict:
         cpu = root.cpu_times()
         return {"wall": wall, "cpu": cpu.user + cpu.system + cpu.children_user + cpu.children_system,
                 "peak": peak / 2**20, "rss": root.memory_info().rss / 2**20,
-                "children": sorted(Path(c.split()[0]).name + " " + " ".join(c.split()[1:2]) for c in seen)}
+                "children": sorted(Path(c.split()[0]).name + " " + " ".join(c.split()[1:2])
+                                 for c in seen if c.split())}  # a child that already exited has no cmdline
     finally:
         proc.terminate()
         try:
