@@ -284,3 +284,18 @@ def browser():
         )
         yield b
         b.close()
+
+
+def canvas_colours(page) -> int:
+    """Distinct colours on the noVNC (or Guacamole) canvas, sampled."""
+    return page.evaluate("""() => {
+        let best = 0;
+        for (const c of document.querySelectorAll('canvas')) {
+            if (!c.width || !c.height) continue;
+            const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+            const seen = new Set();
+            for (let i = 0; i < d.length; i += 4 * 97) seen.add((d[i] << 16) | (d[i+1] << 8) | d[i+2]);
+            best = Math.max(best, seen.size);
+        }
+        return best;
+    }""")

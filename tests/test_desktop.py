@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from conftest import BIN, make_world_dir, start_hub, stop_process, wait_until
+from conftest import BIN, canvas_colours, make_world_dir, start_hub, stop_process, wait_until
 
 pytestmark = [pytest.mark.hub, pytest.mark.browser]
 
@@ -81,21 +81,6 @@ def window_names(display: str, home: Path) -> list[str]:
     out = subprocess.run(["xwininfo", "-root", "-tree"], capture_output=True, text=True, timeout=20,
                          env={"DISPLAY": display, "XAUTHORITY": str(home / ".Xauthority"), "PATH": "/usr/bin:/bin"})
     return re.findall(r'^\s+0x[0-9a-f]+ "([^"]*)"', out.stdout, re.M)
-
-
-def canvas_colours(page) -> int:
-    """Distinct colours on the noVNC (or Guacamole) canvas, sampled."""
-    return page.evaluate("""() => {
-        let best = 0;
-        for (const c of document.querySelectorAll('canvas')) {
-            if (!c.width || !c.height) continue;
-            const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
-            const seen = new Set();
-            for (let i = 0; i < d.length; i += 4 * 97) seen.add((d[i] << 16) | (d[i+1] << 8) | d[i+2]);
-            best = Math.max(best, seen.size);
-        }
-        return best;
-    }""")
 
 
 def wait_for_picture(page, timeout: float = 60):

@@ -33,7 +33,7 @@ from vm_targets import (
     ensure_account,
 )
 
-from conftest import free_port, make_world_dir, start_hub, stop_process, wait_until
+from conftest import canvas_colours, free_port, make_world_dir, start_hub, stop_process, wait_until
 
 pytestmark = [pytest.mark.hub, pytest.mark.browser]
 needs_guacd = pytest.mark.skipif(not Path("/var/cache/daas-hub/guacd-1.6.0/sbin/guacd").exists(),
@@ -139,20 +139,6 @@ def browser_page(browser, hub, session):
     for c in session.cookies:
         context.add_cookies([{"name": c.name, "value": c.value, "url": hub.url}])
     return context, context.new_page()
-
-
-def canvas_colours(page) -> int:
-    return page.evaluate("""() => {
-        let best = 0;
-        for (const c of document.querySelectorAll('canvas')) {
-            if (!c.width || !c.height) continue;
-            const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
-            const seen = new Set();
-            for (let i = 0; i < d.length; i += 4 * 97) seen.add((d[i] << 16) | (d[i+1] << 8) | d[i+2]);
-            best = Math.max(best, seen.size);
-        }
-        return best;
-    }""")
 
 
 def session_pid(home: Path) -> int:
