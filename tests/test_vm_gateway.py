@@ -74,7 +74,7 @@ def vm(output_dir):
              "parameters": {"hostname": "127.0.0.1", "port": vnc.port}, "credentials": "secrets/vnc-ws.yaml",
              "allow": {"instruments": ["ID11"]}},
             {"id": "rdp-ws", "title": "ID11 RDP workstation", "protocol": "rdp",
-             "parameters": {"hostname": "127.0.0.1", "port": rdp.port, "security": "rdp", "ignore-cert": True,
+             "parameters": {"hostname": "127.0.0.1", "port": rdp.port, "security": "tls", "ignore-cert": True,
                             "username": "na"},
              "credentials": "secrets/rdp-ws.yaml", "allow": {"instruments": ["ID11"]}},
             {"id": "ssh-ctl", "title": "Control host (SSH)", "protocol": "ssh",
@@ -118,7 +118,7 @@ c.VmGateway.recording_dir = {str(recordings)!r}
         if "guacd" in world:
             world["guacd"].unguard()
         servers.stop()
-        for name in ("guacd", "xrdp", "sshd"):
+        for name in ("guacd", "xrdp", "xrdp-own", "sshd"):
             if (site / f"{name}.log").exists():
                 shutil.copy(site / f"{name}.log", output_dir / f"vm-{name}.log")
         shutil.rmtree(site, ignore_errors=True)
@@ -165,10 +165,7 @@ def session_env(pid: int) -> dict:
 @needs_guacd
 @pytest.mark.parametrize("target", [
     "vnc-ws",
-    pytest.param("rdp-ws", marks=pytest.mark.xfail(
-        reason="open: guacd 1.6.0 (FreeRDP 2) reports 'Server refused connection' from Debian's xrdp 0.9.21 "
-        "with security rdp/any/tls; the RDP path through the gateway is the same code as VNC and SSH",
-        strict=False)),
+    "rdp-ws",
     "ssh-ctl",
 ])
 def test_open_a_vm_from_the_session_with_pixels_and_keys(vm, browser, output_dir, target):

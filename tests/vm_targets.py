@@ -4,8 +4,8 @@
   /var/cache/daas-hub/guacd-1.6.0), run as its own unprivileged account, with the
   firewall rule that admits only the gateway's account (:mod:`daas_hub.guacd_firewall`);
 - a VNC target: Debian's Xtigervnc with VNC password authentication and an xterm;
-- an RDP target: Debian's xrdp, whose session shows that same X server (xrdp's own
-  VNC module), so keys typed over RDP reach the xterm;
+- an RDP target: Debian's xrdp (TLS security, its own self-signed pair), whose session
+  shows that same X server (xrdp's own VNC module), so keys typed over RDP reach the xterm;
 - an SSH target: Debian's openssh-server on its own port, password login for a test
   account.
 
@@ -131,20 +131,39 @@ class VncTarget:
 
 
 class XrdpTarget:
-    """xrdp on a loopback port whose only session is the VNC target's screen."""
+    """xrdp on a loopback port whose only session is the VNC target's screen.
+
+    Two settings are what make guacd 1.6.0 (FreeRDP 2.11) and xrdp 0.9.21 agree, found
+    with xrdp's own log and ``guacd -L debug``:
+
+    - ``allow_channels=true``: without it xrdp answers "0 channels" to a client that asked
+      for two (guacd always asks for cliprdr and another), FreeRDP then joins them anyway
+      and xrdp drops the connection ("DomainMCSPDU choice index 14 is unknown"), which
+      guacd reports as "Server refused connection (wrong security type?)";
+    - ``security_layer=tls`` with a certificate xrdp can read (a self-signed pair made
+      here): with standard RDP security (``rdp``) xrdp rejects FreeRDP 2.11's first
+      encrypted PDU ("MAC checksum error for non-FIPS PDU").
+    """
 
     def __init__(self, servers: Servers, folder: Path, vnc: VncTarget):
         self.port = free_port()
+        cert, key = folder / "xrdp-cert.pem", folder / "xrdp-key.pem"
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
+                        str(cert), "-days", "2", "-subj", "/CN=localhost"], check=True, capture_output=True,
+                       timeout=60)
+        key.chmod(0o600)
         ini = folder / "xrdp.ini"
         ini.write_text(f"""[Globals]
 ini_version=1
 fork=true
 port=tcp://127.0.0.1:{self.port}
-security_layer=rdp
-certificate=/etc/xrdp/cert.pem
-key_file=/etc/xrdp/key.pem
-crypt_level=high
+security_layer=tls
+certificate={cert}
+key_file={key}
+ssl_protocols=TLSv1.2, TLSv1.3
 autorun=target
+allow_channels=true
+allow_multimon=false
 max_bpp=24
 new_cursors=true
 use_fastpath=both
@@ -168,6 +187,7 @@ username=na
 password={vnc.password}
 """)
         ini.chmod(0o600)
+        self.log = folder / "xrdp-own.log"
         self.proc = servers.start("xrdp", ["xrdp", "--nodaemon", "--config", str(ini)])
         wait_until(lambda: listening(self.port), timeout=30, what="xrdp listening")
 
