@@ -7,8 +7,11 @@ unprivileged account. It
 - signs the browser in with the hub's OAuth (HubOAuth): only the person, never a
   session's token or another service, and only for themselves;
 - computes the person's machines at each request from their account roles and
-  live proposals (``auth_state``, which the hub refreshes on its
-  ``auth_refresh_age``), with the pure rule :func:`daas_hub.vmtargets.targets_for`;
+  live proposals (``auth_state``; the gateway first has the hub re-read them, on the
+  login's ``auth_refresh_age``), with the pure rule :func:`daas_hub.vmtargets.targets_for`;
+- re-checks every open connection each ``recheck_seconds`` the same way and cuts it
+  when the machine has left the person's list (their proposal ended, a role was
+  removed, they were signed out);
 - reads each target's credentials from files only its account can read;
 - does the guacd handshake itself and relays the Guacamole stream over a
   websocket (``<prefix><target>/tunnel``); the browser may only choose its
@@ -35,7 +38,7 @@ from urllib.parse import quote, urlsplit
 from jupyterhub.services.auth import HubOAuth, HubOAuthCallbackHandler, HubOAuthenticated
 from jupyterhub.utils import url_path_join
 from tornado import httpclient, ioloop, web, websocket
-from traitlets import Float, Integer, Unicode, default
+from traitlets import Float, Integer, Unicode, default, validate
 from traitlets.config import Application
 
 from daas_hub.access import read_auth_state
@@ -106,6 +109,26 @@ class VmGateway(Application):
         help="""Seconds to wait for guacd to accept a connection and to answer the
         handshake; after that the page says the VM desktop is unavailable.""",
     )
+
+    recheck_seconds = Float(
+        30, config=True,
+        help="""Seconds between two checks of an open VM connection: the gateway has the
+        hub re-read the person's proposals (at most every ``auth_refresh_age`` of the
+        login) and cuts the connection, with a message on the page, once the machine is
+        no longer theirs (e.g. the proposal that gave it has ended). If the hub does not
+        answer, the connection stays open and the next check tries again. Must be > 0.
+
+        Example: ``c.VmGateway.recheck_seconds = 60``
+
+        .. versionadded:: 0.3
+        """,
+    )
+
+    @validate("recheck_seconds")
+    def _positive_recheck(self, proposal):
+        if proposal.value <= 0:
+            raise ValueError(f"VmGateway.recheck_seconds must be more than 0 seconds, not {proposal.value}")
+        return proposal.value
 
     auth_cache_seconds = Integer(
         5, config=True,
@@ -235,7 +258,11 @@ class AuditLog:
 
 @dataclass(frozen=True)
 class Allowed:
-    """The person's machines, or why there are none."""
+    """The person's machines, or why there are none.
+
+    ``problem`` set: the answer is not known (the hub did not answer, the targets file
+    is broken); an open connection is then kept until a check that knows.
+    """
 
     targets: dict
     problem: str = ""
@@ -277,8 +304,14 @@ class _GatewayHandler(HubOAuthenticated, web.RequestHandler):
             return None
         return model
 
-    async def allowed(self) -> Allowed:
-        """The current person's machines, from the hub's ``auth_state`` and the targets file."""
+    async def allowed(self, token: str | None = None) -> Allowed:
+        """The current person's machines, from the hub's ``auth_state`` and the targets file.
+
+        ``token``: the person's own OAuth token (default: the request's). Asking the hub
+        whom it belongs to makes the hub re-read the person's proposals when they are
+        older than the login's ``auth_refresh_age`` (JupyterHub's ``refresh_user``), so an
+        ended proposal is seen here without the person visiting the hub.
+        """
         name = self.current_user["name"]
         try:
             targets = load_targets(self.gateway.targets_file) if self.gateway.targets_file else ()
@@ -288,6 +321,16 @@ class _GatewayHandler(HubOAuthenticated, web.RequestHandler):
         if not targets:
             return Allowed({})
         auth = self.hub_auth
+        token = token if token is not None else auth.get_token(self)
+        if token:
+            try:
+                who = await auth.user_for_token(token, use_cache=False, sync=False)
+            except web.HTTPError as e:
+                self.log.error("cannot refresh %s's proposals through the hub: %s", name, e.log_message or e)
+                return Allowed({}, "the hub did not answer. Try again in a minute.")
+            if not who or who.get("name") != name:
+                self.log.info("%s is no longer signed in to the hub: no VM", name)
+                return Allowed({})
         url = url_path_join(auth.api_url, "users", quote(name, safe=""))
         try:
             response = await httpclient.AsyncHTTPClient().fetch(
@@ -333,6 +376,9 @@ class _GatewayHandler(HubOAuthenticated, web.RequestHandler):
 
 
 _GATEWAY_DOWN = "the remote desktop gateway (guacd) is not running. Contact the facility's support."
+#: what the page shows when an open connection is cut by the re-check
+REVOKED_MESSAGE = ("This machine is no longer open to you: the proposal or role that gave it has ended. "
+                   "Your other machines are listed one level up.")
 
 
 class IndexHandler(_GatewayHandler):
@@ -411,6 +457,7 @@ class TunnelHandler(_GatewayHandler, websocket.WebSocketHandler):
 
     _guacd_writer = None
     _target: VmTarget | None = None
+    _token = ""
 
     def select_subprotocol(self, subprotocols):
         return "guacamole" if "guacamole" in subprotocols else None
@@ -436,6 +483,7 @@ class TunnelHandler(_GatewayHandler, websocket.WebSocketHandler):
         self._target = target
         self._params = connection_parameters(target, credentials, recording=recording)
         self._user = user["name"]
+        self._token = self.hub_auth.get_token(self) or ""
         await websocket.WebSocketHandler.get(self, target_id)
 
     async def open(self, target_id):
@@ -468,6 +516,29 @@ class TunnelHandler(_GatewayHandler, websocket.WebSocketHandler):
             self._bytes_in += len(text.encode())
             self.write_message(text)
         self._relay = asyncio.ensure_future(self._from_guacd(reader, gparser))
+        self._watch = asyncio.ensure_future(self._recheck())
+
+    async def _recheck(self):
+        """Cut the connection once the machine is no longer the person's (checked every
+        ``recheck_seconds``); keep it while the hub cannot say."""
+        target = self._target
+        while True:
+            await asyncio.sleep(self.gateway.recheck_seconds)
+            allowed = await self.allowed(self._token)
+            if allowed.problem or target.id in allowed.targets:
+                continue
+            self.log.warning("VM %s for %s: no longer in their allow-list, cutting the connection",
+                             target.id, self._user)
+            self.audit.write(audit_entry("revoked", user=self._user, target=target.id, protocol=target.protocol,
+                                         start=self._start, end=time.time(), client=self.request.remote_ip,
+                                         detail="no longer in the user's allow-list (proposal ended, role "
+                                                "removed or signed out)"))
+            try:
+                await self.write_message(guac.encode("error", REVOKED_MESSAGE, guac.STATUS_CLIENT_UNAUTHORIZED))
+            except websocket.WebSocketClosedError:
+                pass
+            self.close(1008, guac.STATUS_CLIENT_UNAUTHORIZED)  # guacamole-common-js reads the status here
+            return
 
     async def _from_guacd(self, reader, parser):
         try:
@@ -511,9 +582,9 @@ class TunnelHandler(_GatewayHandler, websocket.WebSocketHandler):
     def on_close(self):
         if self._guacd_writer is not None:
             self._guacd_writer.close()
-        relay = getattr(self, "_relay", None)
-        if relay:
-            relay.cancel()
+        for task in (getattr(self, "_relay", None), getattr(self, "_watch", None)):
+            if task and task is not asyncio.current_task():
+                task.cancel()
         if getattr(self, "_start", None) is not None and self._target is not None:
             self.audit.write(audit_entry("connection", user=self._user, target=self._target.id,
                                          protocol=self._target.protocol, start=self._start, end=time.time(),

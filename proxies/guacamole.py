@@ -33,6 +33,8 @@ INPUT_OPCODES = frozenset({"mouse", "key", "clipboard", "touch"})
 #: instructions only the bridge may send to guacd
 HANDSHAKE_OPCODES = frozenset({"select", "connect", "size", "audio", "video", "image", "timezone", "name"})
 INTERNAL_OPCODE = ""
+#: Guacamole protocol status CLIENT_UNAUTHORIZED (0x0301): the person may no longer use the machine
+STATUS_CLIENT_UNAUTHORIZED = "769"
 
 
 class ProtocolError(ValueError):

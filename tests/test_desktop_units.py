@@ -28,7 +28,7 @@ from daas_hub.proxies.apps import (
     plan_desktops,
 )
 from daas_hub.proxies.desktop import WEBSOCKIFY, app_entry_name
-from daas_hub.proxies.gateway import audit_entry
+from daas_hub.proxies.gateway import VmGateway, audit_entry
 from daas_hub.proxies.rfb import InputDetector
 from daas_hub.vmtargets import (
     connection_parameters,
@@ -239,6 +239,12 @@ def test_audit_entry_names_user_target_times_and_bytes():
     assert entry == {"event": "connection", "user": "bob", "target": "id11-ws", "protocol": "rdp",
                      "start": "1970-01-01T00:00:00.000+00:00", "end": "1970-01-01T00:01:01.500+00:00",
                      "seconds": 61.5, "bytes_in": 1200, "bytes_out": 80, "client": "127.0.0.1"}
+
+
+@pytest.mark.parametrize("seconds", [0, -5])
+def test_recheck_interval_must_be_positive(seconds):
+    with pytest.raises(ValueError, match="VmGateway.recheck_seconds must be more than 0 seconds"):
+        VmGateway(recheck_seconds=seconds)
 
 
 # -- desktops end with their server ----------------------------------------------------------

@@ -95,9 +95,12 @@ def vm(output_dir):
 c.VmGateway.guacd_address = "127.0.0.1:{guacd.port}"
 c.VmGateway.audit_log = {str(logs / 'vm-connections.jsonl')!r}
 c.VmGateway.recording_dir = {str(recordings)!r}
+c.VmGateway.recheck_seconds = 1
 """)
         gw_port = free_port()
+        # proposals re-read at every hub request a second apart: the ended-proposal test changes the source
         hub = start_hub(site, extra_config=(
+            "c.DemoAuthenticator.auth_refresh_age = 1\n"
             "from daas_hub.vmgateway import configure_vm_gateway\n"
             f"configure_vm_gateway(c, config_file={str(config)!r}, port={gw_port})\n"))
         world["gw_url"] = f"http://127.0.0.1:{gw_port}"
@@ -367,3 +370,69 @@ def test_refusals_other_targets_ended_proposals_anonymous_and_handshake_injectio
     assert guacd_log.read_text().count("Creating new client for protocol") == before + 1
     new = guacd_log.read_text()[offset:]
     assert 'protocol "vnc"' in new and 'protocol "ssh"' not in new, new[-2000:]
+
+
+@needs_guacd
+def test_a_proposal_ending_during_a_connection_cuts_it_and_refuses_new_ones(vm):
+    """erin's only proposal (on ID11) is archived in the proposal source while her VNC
+    connection is open: the gateway's re-check (``recheck_seconds=1``; the hub re-reads
+    proposals at most every ``auth_refresh_age=1``) cuts the open connection with a
+    message, and new connections and the machine list refuse her. Waits are bounded
+    waits for those events, not timing assertions. Chromium is not needed: tornado's
+    websocket client goes through the hub's proxy as the page's tunnel does.
+    """
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tornado import httpclient, websocket
+
+    hub = vm["hub"]
+    source = vm["site"] / "proposals.yaml"
+    original = source.read_text()
+    catalogue = yaml.safe_load(original)
+    proposal = {"id": "VM-7007", "title": "VM access test", "instrument": "ID11", "state": "active",
+                "members": [{"username": "erin", "role": "member"}],
+                "data": {"raw": "data/id11/VM-7007/raw", "processed": "data/id11/VM-7007/processed"}}
+
+    def write_source(state):
+        source.write_text(yaml.safe_dump({**catalogue, "proposals": [*catalogue["proposals"],
+                                                                     {**proposal, "state": state}]}))
+
+    audit_before = vm["audit"].read_text() if vm["audit"].exists() else ""
+    try:
+        write_source("active")
+        erin, page = gateway_cookies(hub, "erin")
+        assert "ID11 VNC workstation" in page.text, page.text[-500:]
+        url = f"{hub.url.replace('http', 'ws', 1)}/services/vm/vnc-ws/tunnel?width=800&height=600"
+        cookie = "; ".join(f"{c.name}={c.value}" for c in erin.cookies)
+
+        async def connection():
+            req = httpclient.HTTPRequest(url, headers={"Cookie": cookie, "Origin": hub.url})
+            conn = await websocket.websocket_connect(req, subprotocols=["guacamole"])
+            frames = []
+            while not any(".img," in f or ".png," in f for f in frames):  # the machine's picture
+                frames.append(await asyncio.wait_for(conn.read_message(), 30))
+            shown = len(frames)
+            write_source("archived")  # the proposal ends while the connection is open
+            while True:
+                frame = await asyncio.wait_for(conn.read_message(), 60)
+                if frame is None:
+                    return shown, frames, conn.close_code, conn.close_reason
+                frames.append(frame)
+
+        with ThreadPoolExecutor(1) as pool:
+            shown, frames, close_code, close_reason = pool.submit(lambda: asyncio.run(connection())).result()
+        after = "".join(frames[shown:])
+        assert "5.error," in after and "no longer open to you" in after, after[-400:]
+        assert (close_code, close_reason) == (1008, "769")
+
+        # a new connection, the machine's page and the list: refused
+        assert tunnel(hub, "vnc-ws", erin.cookies)[0] == 403
+        assert erin.get(f"{hub.url}/services/vm/vnc-ws/", timeout=30).status_code == 404
+        assert 'id="vm-none"' in erin.get(f"{hub.url}/services/vm/", timeout=30).text
+
+        entries = [json.loads(line) for line in vm["audit"].read_text()[len(audit_before):].splitlines()]
+        mine = [(e["event"], e["target"]) for e in entries if e["user"] == "erin"]
+        assert mine[:3] == [("revoked", "vnc-ws"), ("connection", "vnc-ws"), ("refused", "vnc-ws")], mine
+    finally:
+        source.write_text(original)
