@@ -6,7 +6,9 @@
     configure_vm_gateway(c, config_file="/etc/daas-hub/vm_gateway_config.py")
 
 The hub then starts the gateway (:mod:`daas_hub.proxies.gateway`) as the service
-``vm`` under its own account, routes ``/services/vm/`` to it, lets it read the
+``vm`` under its own account (or, with ``url=``, registers a gateway that runs
+elsewhere: its own pod on Kubernetes, kubernetes/vm-gateway.yaml), routes
+``/services/vm/`` to it, lets it read the
 users' ``auth_state`` (account and proposals, no provider tokens), lets every user
 reach it (the ``user`` role gains ``access:services!service=vm``), and tells
 sessions where it is (a launcher tile and ``<server>/vm/``). Nothing here imports
@@ -27,7 +29,7 @@ SERVICE_ENV = "DAAS_HUB_VM_SERVICE"
 
 def gateway_service(*, config_file: str, account: str, port: int, name: str = SERVICE_NAME,
                     python: str = sys.executable, extra_args: tuple[str, ...] = ()) -> dict:
-    """The ``c.JupyterHub.services`` entry of the gateway; pure."""
+    """The ``c.JupyterHub.services`` entry of the gateway the hub starts; pure."""
     return {
         "name": name,
         "url": f"http://127.0.0.1:{port}",
@@ -37,6 +39,19 @@ def gateway_service(*, config_file: str, account: str, port: int, name: str = SE
         "oauth_no_confirm": True,
         "display": False,
     }
+
+
+def external_gateway_service(*, url: str, api_token: str, name: str = SERVICE_NAME) -> dict:
+    """The ``c.JupyterHub.services`` entry of a gateway the hub does not start (its own pod); pure.
+
+    ``api_token`` is the token both sides share (the gateway reads it as
+    ``JUPYTERHUB_API_TOKEN``); raises ValueError when it is missing.
+    """
+    if not api_token:
+        raise ValueError(f"the VM gateway at {url} needs the API token it shares with the hub "
+                         "(configure_vm_gateway(c, url=..., api_token=...); on Kubernetes the secret "
+                         "daas-vm-gateway, key api-token: docs/desktops.md#kubernetes)")
+    return {"name": name, "url": url, "api_token": api_token, "oauth_no_confirm": True, "display": False}
 
 
 def gateway_role(name: str = SERVICE_NAME) -> dict:
@@ -63,11 +78,23 @@ def _append(config_section, trait: str, value) -> None:
         getattr(config_section, trait).append(value)
 
 
-def configure_vm_gateway(c, *, config_file: str, account: str = DEFAULT_ACCOUNT, port: int = 8091,
-                         name: str = SERVICE_NAME, extra_args: tuple[str, ...] = ()) -> None:
-    """Add the gateway service, its role, and the sessions' pointer to it to the config ``c``."""
-    _append(c.JupyterHub, "services", gateway_service(config_file=config_file, account=account, port=port,
-                                                      name=name, extra_args=extra_args))
+def configure_vm_gateway(c, *, config_file: str = "", account: str = DEFAULT_ACCOUNT, port: int = 8091,
+                         name: str = SERVICE_NAME, extra_args: tuple[str, ...] = (), url: str = "",
+                         api_token: str = "") -> None:
+    """Add the gateway service, its role, and the sessions' pointer to it to the config ``c``.
+
+    Without ``url`` the hub starts the gateway with ``config_file`` as ``account``; with
+    ``url`` (and ``api_token``) the gateway runs elsewhere and the hub only registers it.
+    """
+    if url:
+        service = external_gateway_service(url=url, api_token=api_token, name=name)
+    elif config_file:
+        service = gateway_service(config_file=config_file, account=account, port=port, name=name,
+                                  extra_args=extra_args)
+    else:
+        raise ValueError("configure_vm_gateway needs config_file= (the hub starts the gateway) or url= and "
+                         "api_token= (a gateway running elsewhere): docs/desktops.md#turning-it-on")
+    _append(c.JupyterHub, "services", service)
     _append(c.JupyterHub, "load_roles", gateway_role(name))
     _append(c.JupyterHub, "load_roles", users_role(name))
     c.LocalSpawner.vm_service = name

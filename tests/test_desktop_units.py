@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import struct
 from dataclasses import replace
 from pathlib import Path
@@ -245,6 +246,21 @@ def test_audit_entry_names_user_target_times_and_bytes():
 def test_recheck_interval_must_be_positive(seconds):
     with pytest.raises(ValueError, match="VmGateway.recheck_seconds must be more than 0 seconds"):
         VmGateway(recheck_seconds=seconds)
+
+
+@pytest.mark.parametrize("kwargs, words", [
+    ({}, "needs config_file= (the hub starts the gateway) or url= and api_token="),
+    ({"url": "http://daas-vm-gateway:8091"}, "needs the API token it shares with the hub"),
+])
+def test_configure_vm_gateway_says_what_is_missing(kwargs, words):
+    from traitlets.config import Config
+
+    from daas_hub.vmgateway import configure_vm_gateway
+
+    c = Config()
+    with pytest.raises(ValueError, match=re.escape(words)):
+        configure_vm_gateway(c, **kwargs)
+    assert "services" not in c.JupyterHub
 
 
 # -- desktops end with their server ----------------------------------------------------------
