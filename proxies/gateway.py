@@ -524,7 +524,11 @@ class TunnelHandler(_GatewayHandler, websocket.WebSocketHandler):
         target = self._target
         while True:
             await asyncio.sleep(self.gateway.recheck_seconds)
-            allowed = await self.allowed(self._token)
+            try:
+                allowed = await self.allowed(self._token)
+            except Exception:  # noqa: BLE001 - a failed check keeps the connection; the next one tries again
+                self.log.exception("VM %s for %s: the access check failed", target.id, self._user)
+                continue
             if allowed.problem or target.id in allowed.targets:
                 continue
             self.log.warning("VM %s for %s: no longer in their allow-list, cutting the connection",
