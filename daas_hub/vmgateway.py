@@ -99,3 +99,4 @@ def configure_vm_gateway(c, *, config_file: str = "", account: str = DEFAULT_ACC
     _append(c.JupyterHub, "load_roles", users_role(name))
     c.LocalSpawner.vm_service = name
     c.SlurmSpawner.vm_service = name
+    c.KubeSessionSpawner.vm_service = name

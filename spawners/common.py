@@ -31,6 +31,7 @@ from daas_hub.profiles import Profile
 from daas_hub.provenance import REQUEST_ENV, SOFTWARE_ENV, profile_software
 from daas_hub.safety import home_problem, home_root_problem, session_account_problem
 from daas_hub.session import MATERIAL_ENV, PLAN_ENV, UMASK_ENV
+from daas_hub.vmgateway import SERVICE_ENV
 
 from .first_start import FirstStartRefused, account_from_source, lookup_for
 
@@ -417,7 +418,7 @@ class SessionSetup(HasTraits):
         """Variables every backend sets for the session (no secrets)."""
         env = {"USER": self._account.pw_name, "HOME": self._home, UMASK_ENV: self.umask}
         if self.vm_service:
-            env["DAAS_HUB_VM_SERVICE"] = self.vm_service  # daas_hub.vmgateway.SERVICE_ENV
+            env[SERVICE_ENV] = self.vm_service
         shell = self._account.pw_shell or ""
         usable = os.path.exists(shell) and not shell.endswith(("nologin", "false"))
         env["SHELL"] = shell if usable else "/bin/bash"

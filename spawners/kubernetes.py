@@ -40,6 +40,7 @@ from daas_hub.kube import (
     unschedulable_reason,
 )
 from daas_hub.mounts import plan_mounts
+from daas_hub.vmgateway import SERVICE_ENV
 
 from .common import SessionSetup, refuse
 
@@ -182,6 +183,8 @@ class KubeSessionSpawner(SessionSetup, KubeSpawner):
     def get_env(self):
         env = super().get_env()
         env.update(self._session_env)  # not through `environment`: KubeSpawner would expand its braces
+        if self.vm_service:
+            env[SERVICE_ENV] = self.vm_service  # the "Facility VMs" tile (docs/desktops.md)
         return env
 
     async def start(self):

@@ -263,6 +263,16 @@ def test_configure_vm_gateway_says_what_is_missing(kwargs, words):
     assert "services" not in c.JupyterHub
 
 
+def test_configure_vm_gateway_gives_every_backend_the_tile():
+    from traitlets.config import Config
+
+    from daas_hub.vmgateway import configure_vm_gateway
+
+    c = Config()
+    configure_vm_gateway(c, url="http://daas-vm-gateway:8091", api_token="t" * 32)
+    assert [c[k].vm_service for k in ("LocalSpawner", "SlurmSpawner", "KubeSessionSpawner")] == ["vm"] * 3
+
+
 # -- desktops end with their server ----------------------------------------------------------
 
 def test_orphans_are_processes_whose_server_is_gone():

@@ -123,7 +123,7 @@ def kubeconfig(tmp_path, monkeypatch):
     return path
 
 
-async def manifests(o: KubeOrder, *, hub_user: str = "alice") -> tuple[dict, dict | None]:
+async def manifests(o: KubeOrder, *, hub_user: str = "alice", **traits) -> tuple[dict, dict | None]:
     """(pod, home PVC or None) as KubeSpawner writes them for the builder's settings."""
     from kubernetes_asyncio.client import ApiClient
 
@@ -132,7 +132,7 @@ async def manifests(o: KubeOrder, *, hub_user: str = "alice") -> tuple[dict, dic
     user = SimpleNamespace(name=hub_user, id=7, url=f"/user/{hub_user}/", escaped_name=hub_user)
     hub = SimpleNamespace(public_host="", url="http://hub:8081/hub/", base_url="/hub/",
                           api_url="http://hub:8081/hub/api")
-    spawner = KubeSessionSpawner(user=user, hub=hub, api_token="t0ken")
+    spawner = KubeSessionSpawner(user=user, hub=hub, api_token="t0ken", **traits)
     session = session_settings(o)
     for name, value in session.traits.items():
         setattr(spawner, name, value)
@@ -349,6 +349,16 @@ async def test_profile_node_selector_tolerations_image_override_and_guarantee(ku
 
 
 # -- the NetworkPolicy: hub, proxy, DNS and the admin's list; nothing else
+async def test_vm_gateway_tile_reaches_kubernetes_sessions_by_name_only(kubeconfig):
+    """With a VM gateway (configure_vm_gateway sets vm_service), the pod gets the service name, nothing else."""
+    pod, _ = await manifests(order("python", "one"), vm_service="vm")
+    env = {e["name"]: e.get("value") for e in pod["spec"]["containers"][0]["env"]}
+    assert env["DAAS_HUB_VM_SERVICE"] == "vm"
+    assert not [k for k in env if "GUAC" in k]
+    pod, _ = await manifests(order("python", "one"))
+    assert "DAAS_HUB_VM_SERVICE" not in {e["name"] for e in pod["spec"]["containers"][0]["env"]}
+
+
 def test_network_policy_in_cluster_in_full():
     assert network_policy(site()) == {
         "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
