@@ -5,14 +5,29 @@
 #   requirements/build-guacd.sh TARBALL SHA256 CACHE_DIR
 #
 # CACHE_DIR/sbin/guacd exists afterwards; a second run with the same tarball does
-# nothing. The build runs in a temporary folder and is moved into place only when
+# nothing but install guacd's FreeRDP plugin (CACHE_DIR/freerdp2/*.so, which RDP
+# audio, drives and printing need) where FreeRDP looks for its add-ins. The build runs in a temporary folder and is moved into place only when
 # it is complete, so an interrupted build is never mistaken for a cached one.
 set -euo pipefail
 
 tarball=$1 sha=$2 cache=$3
 
-if [ -x "$cache/sbin/guacd" ] && [ "$(cat "$cache/.source-sha256" 2>/dev/null)" = "$sha" ]; then
+cached() {
+  [ -x "$cache/sbin/guacd" ] && [ -d "$cache/freerdp2" ] && [ "$(cat "$cache/.source-sha256" 2>/dev/null)" = "$sha" ]
+}
+
+# FreeRDP loads add-ins only from its own library folder, not from guacd's prefix
+install_freerdp_plugins() {
+  local addins
+  addins="$(pkg-config --variable=libdir freerdp2)/freerdp2"
+  install -d -m 0755 "$addins"
+  install -m 0644 "$cache"/freerdp2/*.so "$addins/"
+  echo "guacd: FreeRDP plugin installed in $addins"
+}
+
+if cached; then
   echo "guacd: cached in $cache"
+  install_freerdp_plugins
   exit 0
 fi
 if [ ! -r "$tarball" ]; then
@@ -30,8 +45,9 @@ parent=$(dirname "$cache")
 install -d -m 0755 "$parent"
 exec 9>"$parent/.$(basename "$cache").lock"
 flock 9
-if [ -x "$cache/sbin/guacd" ] && [ "$(cat "$cache/.source-sha256" 2>/dev/null)" = "$sha" ]; then
+if cached; then
   echo "guacd: cached in $cache"
+  install_freerdp_plugins
   exit 0
 fi
 work=$(mktemp -d "$parent/.build-XXXXXX")
@@ -56,7 +72,15 @@ done
 make -j"$(nproc)" >"$work/make.log" 2>&1 || { tail -n 40 "$work/make.log" >&2; exit 1; }
 make install DESTDIR="$work/root" >"$work/install.log" 2>&1 || { tail -n 40 "$work/install.log" >&2; exit 1; }
 mv "$work/root$cache" "$staging"
+# `make install` put the FreeRDP plugin under the system's FreeRDP folder (in DESTDIR): keep it
+install -d -m 0755 "$staging/freerdp2"
+find "$work/root" -path '*/freerdp2/*.so' -exec cp -a {} "$staging/freerdp2/" \;
+if ! ls "$staging"/freerdp2/*.so >/dev/null 2>&1; then
+  echo "guacd: the build made no FreeRDP plugin (see $work/install.log)" >&2
+  exit 1
+fi
 echo "$sha" >"$staging/.source-sha256"
 rm -rf "$cache"
 mv "$staging" "$cache"
 echo "guacd: built $("$cache/sbin/guacd" -v 2>&1 | head -n1 || true) in $cache"
+install_freerdp_plugins
