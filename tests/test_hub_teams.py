@@ -1,7 +1,7 @@
 """Sharing a session with the team, on the demo hub with real Chromium.
 
 alice's session on MX-1001 (members: alice, bob, dave) is shared with bob from
-the hub's sharing page; bob opens it and edits a notebook while alice, in her own
+JupyterLab's Share button (which opens the hub's sharing page); bob opens it and edits a notebook while alice, in her own
 browser, sees the edit (real-time collaboration, jupyter-collaboration), each shown to
 the other by their name from the catalogue. carol
 (not on MX-1001) cannot be invited, neither on the page nor through the REST API
@@ -84,9 +84,16 @@ def test_share_edit_together_refuse_outsiders_revoke(hub, browser):
             "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
             "nbformat": 4, "nbformat_minor": 5}}).raise_for_status()
         alice, apage = login(browser, hub, "alice")
+        # alice shares from JupyterLab: its Share button (top bar) opens the hub's sharing page in a new tab
+        apage.goto(f"{hub.url}/user/alice/lab/tree/team.ipynb")
+        apage.wait_for_selector(".jp-Notebook .jp-Cell .cm-content", timeout=LAB)
+        keep_waiting(apage)
+        with alice.expect_page(timeout=60_000) as opened:
+            apage.locator('[data-jp-item-name="daas-share"] jp-button[aria-label="Share"]').click()
+        spage = opened.value
+        spage.wait_for_url(f"{hub.url}/hub/share", timeout=60_000)
         # the page offers the proposal's members only
-        apage.goto(f"{hub.url}/hub/share")
-        offered = {el.get_attribute("value") for el in apage.locator(".daas-member").all()}
+        offered = {el.get_attribute("value") for el in spage.locator(".daas-member").all()}
         assert offered == {"bob", "dave"}
         # outsiders: the REST API (ours refuses with the sentence; JupyterHub's own with 403)
         r = api(hub, alice_http, "POST", "/daas/shares/alice/", json={"users": ["carol"]})
@@ -99,9 +106,9 @@ def test_share_edit_together_refuse_outsiders_revoke(hub, browser):
             "member": "carol"})
         assert r.status_code == 400 and "carol is not a member of proposal MX-1001" in r.text
         # share with bob from the page
-        apage.locator('.daas-member[value="bob"]').check()
-        apage.click(".daas-share-chosen")
-        apage.wait_for_selector("#daas-share-message")
+        spage.locator('.daas-member[value="bob"]').check()
+        spage.click(".daas-share-chosen")
+        spage.wait_for_selector("#daas-share-message")
         assert api(hub, alice_http, "GET", "/daas/shares/alice/").json()["shared_with"] == ["bob"]
 
         # bob edits, alice sees it
@@ -112,7 +119,6 @@ def test_share_edit_together_refuse_outsiders_revoke(hub, browser):
         assert bpage.locator("#daas-shared-with-me a").count() == 1
         bpage.goto(f"{hub.url}/user/alice/lab/tree/team.ipynb")
         authorize(bpage)  # JupyterHub asks bob to confirm access to alice's session
-        apage.goto(f"{hub.url}/user/alice/lab/tree/team.ipynb")
         for page in (bpage, apage):
             page.wait_for_selector(".jp-Notebook .jp-Cell .cm-content", timeout=LAB)
             keep_waiting(page)
@@ -133,10 +139,10 @@ def test_share_edit_together_refuse_outsiders_revoke(hub, browser):
                        and re.search(r"/kernels/[^/]+/channels|/collaboration/room/json:notebook", ws.url)]
         assert {("kernel" if "/kernels/" in ws.url else "room") for ws in open_before} == {"kernel", "room"}, \
             [ws.url for ws in bob_sockets]
-        apage.goto(f"{hub.url}/hub/share")
-        apage.locator('.daas-share-session input[name=member][value="bob"]').first.check()
-        apage.click(".daas-revoke")
-        apage.wait_for_selector("#daas-share-message")
+        spage.goto(f"{hub.url}/hub/share")  # alice's JupyterLab stays open in its own tab
+        spage.locator('.daas-share-session input[name=member][value="bob"]').first.check()
+        spage.click(".daas-revoke")
+        spage.wait_for_selector("#daas-share-message")
         r = bob.request.get(f"{hub.url}/user/alice/api/contents", max_redirects=0)
         assert r.status in (302, 403), r.status
         for _ in range(40):  # the session closed them before the revoke answered; let the browser see it
