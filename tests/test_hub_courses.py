@@ -66,6 +66,7 @@ def course_hub():
     hub = start_hub(site, env={"PYTHONPATH": str(clock_dir), "DAAS_TEST_CLOCK_FILE": str(clock_file)},
                     extra_args=["--CourseBook.clock=course_clock.now", f"--CourseBook.grace_period={GRACE_HOURS}",
                                 "--DemoAuthenticator.auth_refresh_age=2", "--Spawner.http_timeout=300",
+                                "--Operations.notice_refresh=2",
                                 f"--CourseBook.material_prefixes=git://127.0.0.1:{port}/"])
     hub.clock_file = clock_file
     hub.material_url = f"git://127.0.0.1:{port}/material.git"
@@ -292,3 +293,51 @@ def test_instructor_edits_a_course(course_hub, browser):
     assert yaml.safe_load(course_file.read_text())["title"] == "Tomography, day 1"
     for c in (ivan, bob):
         c.close()
+
+
+def test_broadcast_reaches_participants_in_jupyterlab(course_hub, browser):
+    """A message the instructor sends to the course appears in the notice bar of a participant's
+    JupyterLab (the course session), not only on the hub's Courses page."""
+    hub = course_hub
+    start = datetime(2032, 1, 10, 9, 0, tzinfo=UTC)
+    set_clock(hub.clock_file, start + timedelta(minutes=5))
+    ivan = browser.new_context()
+    dave = browser.new_context()
+    try:
+        page = browser_login(ivan, hub, "ivan")
+        page.goto(f"{hub.url}/hub/courses")
+        page.fill("input[name=id]", "bcast1")
+        page.fill("input[name=title]", "Beamline alignment")
+        page.fill("input[name=start]", start.strftime("%Y-%m-%dT%H:%M"))
+        page.fill("input[name=end]", (start + timedelta(hours=8)).strftime("%Y-%m-%dT%H:%M"))
+        page.fill("input[name=participants]", "dave")
+        page.fill("input[name=temporary]", "0")
+        page.fill("input[name=material_url]", "")
+        page.click("#daas-create-course")
+        page.wait_for_url("**/hub/courses/bcast1")
+        page.click("#daas-start-all")
+        page.wait_for_load_state()
+        wait_until(lambda: hub.api("GET", "/users/dave").json().get("servers", {}).get("course-bcast1", {})
+                   .get("ready"), timeout=300, interval=2, what="dave's course session ready")
+
+        dpage = browser_login(dave, hub, "dave")
+        dpage.goto(f"{hub.url}/user/dave/course-bcast1/lab")
+        dpage.wait_for_selector("#daas-notices", state="attached", timeout=240_000)
+        assert dpage.locator(".daas-course-message").count() == 0
+
+        page.goto(f"{hub.url}/hub/courses/bcast1")
+        page.fill("#daas-broadcast textarea[name=text]", "Exercise 2 starts now: open align.ipynb")
+        page.click("#daas-broadcast button[value=broadcast]")
+        page.wait_for_selector("#daas-course-message")
+        wait_until(lambda: "Exercise 2 starts now" in " ".join(
+            dpage.locator(".daas-course-message").all_inner_texts()), timeout=60, interval=0.5,
+            what="the message in dave's JupyterLab")
+        shown = dpage.locator(".daas-course-message").first.inner_text()
+        assert shown.startswith("Message to the course (") and "ivan): Exercise 2 starts now" in shown, shown
+    finally:
+        hub.api("DELETE", "/users/dave/servers/course-bcast1")
+        wait_until(lambda: "course-bcast1" not in hub.api("GET", "/users/dave").json().get("servers", {}),
+                   timeout=120, interval=1, what="dave's course session stopped")
+        set_clock(hub.clock_file, START - timedelta(minutes=30))  # where the fixture left it
+        for c in (ivan, dave):
+            c.close()
