@@ -19,7 +19,7 @@ from jupyterhub.apihandlers.base import APIHandler
 from jupyterhub.handlers.base import BaseHandler
 from jupyterhub.utils import url_path_join
 from tornado import web
-from tornado.httpclient import AsyncHTTPClient, HTTPRequest
+from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 
 from daas_hub.access import read_auth_state
 from daas_hub.courses import course_of_server
@@ -64,7 +64,7 @@ async def end_visits(handler, spawner, orm_users) -> None:
                               headers={"Authorization": f"token {secret}"}, request_timeout=10)
         try:
             response = await AsyncHTTPClient().fetch(request, raise_error=False)
-        except OSError as e:
+        except (OSError, HTTPClientError) as e:  # refused, unreachable, timed out
             response, error = None, str(e)
         else:
             error = "" if response.code == 200 else f"HTTP {response.code}"
@@ -72,7 +72,10 @@ async def end_visits(handler, spawner, orm_users) -> None:
             handler.log.warning("%s's session could not close the connections of people it is no longer shared "
                                 "with (%s); their next request is refused anyway", owner.name, error)
         else:
-            closed = json.loads(response.body or b"{}").get("closed", [])
+            try:
+                closed = json.loads(response.body or b"{}").get("closed", [])
+            except (ValueError, AttributeError):
+                closed = []
             handler.log.info("%s: %d connection(s) of people it is no longer shared with closed",
                              spawner._log_name, len(closed))
     finally:

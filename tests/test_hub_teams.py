@@ -160,3 +160,37 @@ def test_share_edit_together_refuse_outsiders_revoke(hub, browser):
         assert re.search(r"Sharing of .* ended", hub.log_text())
     finally:
         hub.stop_server("alice")
+
+
+def test_revoke_when_the_session_does_not_answer(hub, browser):
+    """The session is frozen (SIGSTOP, by its PID) while alice revokes bob's share: the revoke
+    still succeeds after the hub's bounded wait (10 s), the hub logs a warning, and once the
+    session runs again bob's next request is refused (his OAuth token for it is gone)."""
+    import os
+    import signal
+
+    from test_faults import session_pid
+
+    alice_http = start_session(hub, "alice")
+    pid = None
+    try:
+        api(hub, alice_http, "POST", "/daas/shares/alice/", json={"users": ["bob"]}).raise_for_status()
+        bob, bpage = login(browser, hub, "bob")
+        bpage.goto(f"{hub.url}/user/alice/lab")
+        authorize(bpage)
+        bpage.wait_for_url(re.compile(r".*/user/alice/lab.*"), timeout=120_000)
+        assert bob.request.get(f"{hub.url}/user/alice/api/contents", max_redirects=0).status == 200
+        pid = session_pid(hub, "alice")
+        os.kill(pid, signal.SIGSTOP)
+        r = api(hub, alice_http, "DELETE", "/daas/shares/alice/", json={"users": ["bob"]})
+        assert r.status_code == 200 and r.json()["shared_with"] == [], r.text
+        assert "could not close the connections of people it is no longer shared with" in hub.log_text()
+        os.kill(pid, signal.SIGCONT)
+        pid = None
+        r = bob.request.get(f"{hub.url}/user/alice/api/contents", max_redirects=0)
+        assert r.status in (302, 403), r.status
+        bob.close()
+    finally:
+        if pid is not None:
+            os.kill(pid, signal.SIGCONT)
+        hub.stop_server("alice")
