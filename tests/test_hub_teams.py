@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 
 import pytest
+import requests
 
 from conftest import wait_until
 
@@ -180,6 +181,14 @@ def test_revoke_when_the_session_does_not_answer(hub, browser):
         authorize(bpage)
         bpage.wait_for_url(re.compile(r".*/user/alice/lab.*"), timeout=120_000)
         assert bob.request.get(f"{hub.url}/user/alice/api/contents", max_redirects=0).status == 200
+        # the recheck answers the owner only: bob, a visitor, is refused with the sentence
+        xsrf = next(c["value"] for c in bob.cookies() if c["name"] == "_xsrf" and c["path"] == "/hub/")
+        r = bob.request.post(f"{hub.url}/hub/api/users/bob/tokens", headers={"X-XSRFToken": xsrf},
+                             data={"scopes": ["access:servers!server=alice/"], "note": "recheck test"})
+        assert r.status == 201, r.text()
+        r = requests.post(f"{hub.url}/user/alice/api/daas/visitors/recheck", timeout=30,
+                          headers={"Authorization": f"token {r.json()['token']}"})
+        assert r.status_code == 403 and "Only the owner of this session" in r.text, r.text
         pid = session_pid(hub, "alice")
         os.kill(pid, signal.SIGSTOP)
         r = api(hub, alice_http, "DELETE", "/daas/shares/alice/", json={"users": ["bob"]})
