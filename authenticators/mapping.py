@@ -163,6 +163,7 @@ class ProposalMapping(LoggingConfigurable):
             "admin": self._admin(account),
             "groups": proposal_groups(proposals, account.username),
             "auth_state": _with_idp_roles(make_auth_state(account, proposals, stale=stale), idp_roles),
+            "user_info": user_info(account),
         }
 
     def _admin(self, account) -> bool | None:
@@ -243,10 +244,19 @@ class ProposalMapping(LoggingConfigurable):
                 make_auth_state(fresh, proposals, stale=is_stale(proposals)), idp_roles
             ),
             "groups": proposal_groups(proposals, fresh.username),
+            "user_info": user_info(fresh),
         }
         if self._admin(fresh) is not None:
             model["admin"] = self._admin(fresh)
         return model
+
+
+def user_info(account) -> dict:
+    """What JupyterHub shows of a person (its ``user_info``): the catalogue's display name, which
+    sessions give JupyterLab, so collaborators see each other by name (docs/teams.md)."""
+    name = account.display_name or account.username
+    initials = "".join(w[0] for w in name.split()[:2] if w[0].isalnum()).upper() or account.username[:1].upper()
+    return {"display_name": name, "initials": initials}  # no "name": logs keep the account name
 
 
 def hub_name(username: str) -> str:

@@ -181,6 +181,42 @@ def with_changes(course: Course, **changes) -> Course:
     return Course.from_dict(d)
 
 
+# -- the instructor page's forms
+#: what the instructor page's edit form changes of a course (the rest stays as defined)
+EDIT_FIELDS = ("title", "start", "end", "participants", "material_url", "branch")
+
+
+def names_in(text: str) -> list[str]:
+    """User names typed in a form field, separated by spaces or commas, first occurrence kept."""
+    return list(dict.fromkeys(n for n in text.replace(",", " ").split() if n))
+
+
+def edited(course: Course, form: dict) -> Course:
+    """``course`` with the edit form applied: title, window, participants and material
+    (:data:`EDIT_FIELDS`, stripped strings); checked again as a whole, so bad input raises
+    :class:`SettingsError` (naming the entry) and nothing half-changed exists. The id,
+    instructors, temporary accounts, session and quota stay."""
+    d = course.to_dict()
+    d["title"] = form["title"]
+    d["window"] = {"start": form["start"], "end": form["end"]}
+    d["participants"] = names_in(form["participants"])
+    if form["material_url"]:
+        folder = course.material.folder if course.material else "course"
+        d["material"] = {"url": form["material_url"], "branch": form["branch"] or "main", "folder": folder}
+    else:
+        d.pop("material", None)
+    return Course.from_dict(d, file="the edit form")
+
+
+def edit_form(course: Course) -> dict:
+    """The edit form's fields for ``course`` (times in UTC, as the form shows them)."""
+    return {"title": course.title, "start": course.start.astimezone(UTC).strftime("%Y-%m-%dT%H:%M"),
+            "end": course.end.astimezone(UTC).strftime("%Y-%m-%dT%H:%M"),
+            "participants": " ".join(course.participants),
+            "material_url": course.material.url if course.material else "",
+            "branch": course.material.branch if course.material else "main"}
+
+
 # -- rules: who may do what
 def may_manage(course: Course, name: str, *, admin: bool) -> bool:
     """Instructors of the course and hub admins manage it."""

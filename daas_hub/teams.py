@@ -11,6 +11,9 @@ from __future__ import annotations
 
 from .model import Proposal
 
+#: the session's endpoint the hub calls after a revoke (:mod:`daas_hub.spawners.visitors`)
+VISITORS_RECHECK_PATH = "api/daas/visitors/recheck"
+
 
 def invitable(proposal: Proposal | None, owner: str) -> list[str]:
     """Members of the session's proposal the owner may invite (everyone on it but the owner)."""

@@ -4,7 +4,8 @@
   define a new course here.
 - ``/hub/courses/<id>``: the instructor page: participants and their session
   state, start all (within the course's quota), stop all, open a participant's
-  session, broadcast a message, print the temporary accounts' sign-in sheet.
+  session, broadcast a message, print the temporary accounts' sign-in sheet, edit
+  the course (title, window, participants, material).
 - ``/hub/course-login``: a one-time sign-in link (GET shows whom it signs in;
   the button POSTs, so a mail scanner fetching the link does not use it).
 - ``/hub/api/daas/courses/cleanup``: an admin runs the clean-up now.
@@ -26,11 +27,15 @@ from tornado import web
 from daas_hub.access import make_auth_state, read_auth_state
 from daas_hub.course_book import LinkRefused
 from daas_hub.courses import (
+    EDIT_FIELDS,
     PARTICIPANT_ROLE,
     Course,
     courses_of,
+    edit_form,
+    edited,
     may_manage,
     may_open,
+    names_in,
     server_name,
     start_plan,
 )
@@ -80,6 +85,29 @@ class CourseBase(BaseHandler):
             return f"{sp.pending}ing" if sp.pending in ("spawn", "stop") else sp.pending
         return "running" if sp.ready else "starting"
 
+    async def check_names(self, course: Course, participants=None) -> None:
+        """Participants (``participants``, default all) must be accounts of the facility;
+        temporary names must be nobody's (checked when ``participants`` is None)."""
+        lookup = lookup_for(self.authenticator)
+        for name in course.participants if participants is None else participants:
+            if lookup is not None and await lookup(name) is None:
+                raise ValueError(f"{name} is not an account of the facility; add it as a temporary account instead")
+        if participants is not None:
+            return
+        for name in course.temporary_names():
+            taken = (lookup is not None and await lookup(name) is not None) or (
+                orm.User.find(self.db, name) is not None and not self.book.is_temporary(name))
+            if taken:
+                raise ValueError(f"the temporary account name {name} belongs to someone already; choose another "
+                                 f"course id")
+
+
+def sentence(e: Exception) -> str:
+    """A form's refusal as one sentence (a :class:`SettingsError` names the entry and the fix)."""
+    if isinstance(e, SettingsError):
+        return f"{e.entry}: {e.problem}. {e.fix[:1].upper()}{e.fix[1:]}."
+    return f"{e}."
+
 
 class CoursesPage(CourseBase):
     """The courses I teach or take part in; instructors define new ones."""
@@ -121,8 +149,7 @@ class CoursesPage(CourseBase):
             course = await self._course_from_form(form, user)
         except (SettingsError, ValueError) as e:
             self.set_status(400)
-            problem = f"{e.entry}: {e.problem}. {e.fix}." if isinstance(e, SettingsError) else str(e)
-            return await self.get(error=f"The course was not saved: {problem}", form=form)
+            return await self.get(error=f"The course was not saved: {sentence(e)}", form=form)
         self.log.info("%s defined the course %s (%d participants)", user.name, course.id, len(course.everyone()))
         self.redirect(f"{self.hub.base_url}courses/{course.id}")
 
@@ -137,7 +164,7 @@ class CoursesPage(CourseBase):
                 raise ValueError(f"{key} must be a number, not \u201c{form[key][:20]}\u201d") from None
         doc = {
             "id": form["id"], "title": form["title"], "instructors": [user.name],
-            "participants": [p for p in form["participants"].replace(",", " ").split() if p],
+            "participants": names_in(form["participants"]),
             "temporary_accounts": number("temporary", int),
             "window": {"start": form["start"], "end": form["end"]},
             "session": {"profile": form["profile"], "cpu": number("cpu", int), "memory": form["memory"] or "2G",
@@ -146,29 +173,16 @@ class CoursesPage(CourseBase):
         if form["material_url"]:
             doc["material"] = {"url": form["material_url"], "branch": form["branch"] or "main"}
         course = Course.from_dict(doc, file="the course form")
-        await self._check_names(course)
+        await self.check_names(course)
         book.save(course)
         return course
-
-    async def _check_names(self, course: Course) -> None:
-        """Participants must be accounts of the facility; temporary names must be nobody's."""
-        lookup = lookup_for(self.authenticator)
-        for name in course.participants:
-            if lookup is not None and await lookup(name) is None:
-                raise ValueError(f"{name} is not an account of the facility; add it as a temporary account instead")
-        for name in course.temporary_names():
-            taken = (lookup is not None and await lookup(name) is not None) or (
-                orm.User.find(self.db, name) is not None and not self.book.is_temporary(name))
-            if taken:
-                raise ValueError(f"the temporary account name {name} belongs to someone already; choose another "
-                                 f"course id")
 
 
 class CoursePage(CourseBase):
     """The instructor page of one course."""
 
     @web.authenticated
-    async def get(self, course_id, message: str = "", error: str = ""):
+    async def get(self, course_id, message: str = "", error: str = "", form: dict | None = None):
         user = self.current_user
         course = self.managed(course_id, user)
         book = self.book
@@ -178,7 +192,8 @@ class CoursePage(CourseBase):
         html = await self.render_template(
             "course.html", course=course, window=describe_window(course), phase=course.phase(book.now()).value,
             rows=rows, quota=course.quota, live=len(live), messages=book.messages(course.id),
-            journal=book.journal(course.id), message=message, error=error)
+            journal=book.journal(course.id), message=message, error=error, form=form or edit_form(course),
+            material_prefixes=book.material_prefixes)
         self.finish(html)
 
     @web.authenticated
@@ -197,12 +212,32 @@ class CoursePage(CourseBase):
                 return await self.get(course_id, error=f"Write a message of 1 to {MAX_MESSAGE} characters.")
             self.book.post_message(course, user.name, text)
             return await self.get(course_id, message="Message sent to the course.")
+        if action == "edit":
+            return await self._edit(course, user)
         if action == "links":
             return await self._sheet(course)
         if action == "open":
             return await self._open(course, user, self.get_body_argument("participant", ""))
         self.set_status(400)
         return await self.get(course_id, error="Unknown action.")
+
+    async def _edit(self, course: Course, user):
+        """Save the edit form; bad input: 400, the sentence, the form as typed, the course unchanged."""
+        form = {k: self.get_body_argument(k, "").strip() for k in EDIT_FIELDS}
+        try:
+            new = edited(course, form)
+            await self.check_names(new, participants=[n for n in new.participants if n not in course.participants])
+            self.book.save(new)
+        except (SettingsError, ValueError) as e:
+            self.set_status(400)
+            return await self.get(course.id, error=f"The course was not changed: {sentence(e)}", form=form)
+        gone = [n for n in course.participants if n not in new.participants]
+        self.log.info("%s edited the course %s (%d participants)", user.name, course.id, len(new.everyone()))
+        said = "The course was saved."
+        if gone:
+            said += (f" {', '.join(gone)} no longer take{'s' if len(gone) == 1 else ''} part: a running course "
+                     f"session of theirs is stopped by the next clean-up (within a minute).")
+        return await self.get(course.id, message=said)
 
     async def _start_all(self, course: Course) -> str:
         book = self.book

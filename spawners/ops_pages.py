@@ -3,9 +3,9 @@
 Registered by the configure step (``daas_hub.config.hub_handlers``):
 
 - ``/hub/daas/notices.js?server=NAME``: a script JupyterLab loads (a same-origin
-  script, so the hub's login cookie authenticates it): the announcements and the
-  session's time left, drawn as a bar at the top, refreshed every
-  ``Operations.notice_refresh`` seconds;
+  script, so the hub's login cookie authenticates it): the announcements, the
+  session's time left and, in a course session, the course's latest messages, drawn
+  as a bar at the top, refreshed every ``Operations.notice_refresh`` seconds;
 - ``/hub/daas/extend`` (POST from the home page): extend a session within quota;
 - ``/hub/daas/admin/announcements``, ``/hub/daas/admin/usage``, ``/hub/daas/admin/status``.
 """
@@ -19,11 +19,16 @@ from jupyterhub.handlers.base import BaseHandler
 from jupyterhub.utils import url_path_join
 from tornado import web
 
+from daas_hub.courses import course_of_server, may_manage
 from daas_hub.quotas import GIB
 from daas_hub.usage import BY, LEVELS, parse_time, status, usage_report, usage_series
 from daas_hub.usage_plot import bar_chart
 
+from .courses import course_book_for
 from .operations import announcements, operations_for, store_at
+
+#: how many of a course's latest broadcasts the notice bar shows in its sessions
+COURSE_MESSAGES = 3
 
 _SCRIPT = r"""
 (function () {
@@ -34,8 +39,9 @@ _SCRIPT = r"""
         bar = document.createElement("div");
         bar.id = "daas-notices";
         bar.setAttribute("role", "status");
+        // clicks go through the bar to JupyterLab's top bar beneath, except on the bar's links
         bar.style.cssText = "position:fixed;top:0;left:50%;transform:translateX(-50%);z-index:10000;" +
-          "max-width:70%;font:13px sans-serif;";
+          "max-width:70%;font:13px sans-serif;pointer-events:none;";
         document.body.appendChild(bar);
       }
       bar.textContent = "";
@@ -50,6 +56,9 @@ _SCRIPT = r"""
         return d;
       }
       (data.announcements || []).forEach(function (a) { line(a.text, a.level, "daas-announcement"); });
+      (data.course_messages || []).forEach(function (m) {
+        line("Message to the course (" + m.at + ", " + m.by + "): " + m.text, "warning", "daas-course-message");
+      });
       var life = data.lifetime;
       if (life) {
         var d = line(life.phase === "warning"
@@ -58,6 +67,7 @@ _SCRIPT = r"""
           life.phase === "warning" ? "danger" : "info", "daas-time-left daas-phase-" + life.phase);
         var a = document.createElement("a");
         a.href = data.home_url; a.target = "_blank"; a.textContent = "hub home";
+        a.style.pointerEvents = "auto";
         d.appendChild(a);
       }
       setTimeout(function () {
@@ -106,6 +116,7 @@ class NoticesScriptHandler(_OpsHandler):
             lifetime = info() if info is not None and user.spawners[server].active else None
         data = {
             "announcements": [{"text": a.text, "level": a.level} for a in announcements(user)],
+            "course_messages": self.course_messages(user, server),
             "lifetime": lifetime,
             "home_url": url_path_join(self.hub.base_url, "home"),
             "refresh": self.ops.notice_refresh,
@@ -113,6 +124,18 @@ class NoticesScriptHandler(_OpsHandler):
         }
         payload = json.dumps(data).replace("</", "<\\/")
         self.finish(_SCRIPT.replace("__DATA__", payload))
+
+
+    def course_messages(self, user, server: str) -> list[dict]:
+        """In a course session: the course's last :data:`COURSE_MESSAGES` broadcasts, for its
+        participants and instructors (docs/instructors.md)."""
+        cid = course_of_server(server)
+        book = course_book_for(self.authenticator) if cid else None
+        course = book.course(cid) if book else None
+        if course is None or not (course.has_participant(user.name) or may_manage(course, user.name, admin=user.admin)):
+            return []
+        return [{"at": m["at"][:16].replace("T", " "), "by": m["by"], "text": m["text"]}
+                for m in book.messages(cid)[-COURSE_MESSAGES:]]
 
 
 class ExtendHandler(_OpsHandler):

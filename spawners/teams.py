@@ -6,7 +6,8 @@ and revoke JupyterHub shares (``orm.Share``: ``access:servers!server=owner/serve
 after the pure rule :func:`daas_hub.teams.share_refusal`: only members of the
 session's proposal. Users get no ``shares`` scope of their own, so JupyterHub's
 ``/hub/api/shares`` refuses them (403) and these two are the only way in. A share
-ends when the owner revokes it or the session stops (:func:`end_shares`).
+ends when the owner revokes it or the session stops (:func:`end_shares`); a revoke
+also ends what the person already has open (:func:`end_visits`).
 """
 
 from __future__ import annotations
@@ -16,11 +17,13 @@ import json
 from jupyterhub import orm
 from jupyterhub.apihandlers.base import APIHandler
 from jupyterhub.handlers.base import BaseHandler
+from jupyterhub.utils import url_path_join
 from tornado import web
+from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 
 from daas_hub.access import read_auth_state
 from daas_hub.courses import course_of_server
-from daas_hub.teams import invitable, share_refusal
+from daas_hub.teams import VISITORS_RECHECK_PATH, invitable, share_refusal
 
 
 def end_shares(spawner) -> None:
@@ -33,6 +36,53 @@ def end_shares(spawner) -> None:
         db.delete(share)
     db.commit()
     spawner.log.info("Sharing of %s ended: the session stopped", spawner._log_name)
+
+
+async def end_visits(handler, spawner, orm_users) -> None:
+    """After a revoke, end at once what ``orm_users`` already have open in ``spawner``'s session.
+
+    Their OAuth tokens for the session (issued by its OAuth client when they opened it) are
+    deleted, so the session's next question to the hub about them gets no answer; then the
+    session is asked to check its visitors again (:mod:`daas_hub.spawners.visitors`), which
+    closes their kernel, collaboration and terminal connections. The request goes straight
+    to the session's server with a token of the owner valid for a minute and deleted after.
+    """
+    db = handler.db
+    ids = [u.id for u in orm_users]
+    tokens = (db.query(orm.APIToken).filter(orm.APIToken.user_id.in_(ids))
+              .filter(orm.APIToken.client_id == spawner.oauth_client_id).all()) if ids else []
+    for token in tokens:
+        db.delete(token)
+    db.commit()
+    if not spawner.ready or spawner.server is None:
+        return
+    owner = spawner.user
+    secret = owner.new_api_token(note="daas-hub: a share was revoked, the session checks its visitors",
+                                 expires_in=60, scopes=[f"access:servers!server={owner.name}/{spawner.name}"])
+    try:
+        request = HTTPRequest(url_path_join(spawner.server.url, VISITORS_RECHECK_PATH), method="POST", body=b"{}",
+                              headers={"Authorization": f"token {secret}"}, request_timeout=10)
+        try:
+            response = await AsyncHTTPClient().fetch(request, raise_error=False)
+        except (OSError, HTTPClientError) as e:  # refused, unreachable, timed out
+            response, error = None, str(e)
+        else:
+            error = "" if response.code == 200 else f"HTTP {response.code}"
+        if error:
+            handler.log.warning("%s's session could not close the connections of people it is no longer shared "
+                                "with (%s); their next request is refused anyway", owner.name, error)
+        else:
+            try:
+                closed = json.loads(response.body or b"{}").get("closed", [])
+            except (ValueError, AttributeError):
+                closed = []
+            handler.log.info("%s: %d connection(s) of people it is no longer shared with closed",
+                             spawner._log_name, len(closed))
+    finally:
+        orm_token = orm.APIToken.find(db, secret)
+        if orm_token is not None:
+            db.delete(orm_token)
+            db.commit()
 
 
 class ShareRefused(Exception):
@@ -76,12 +126,17 @@ async def grant(handler, owner, server: str, names: list[str]) -> list[str]:
 
 
 async def revoke(handler, owner, server: str, names: list[str]) -> list[str]:
+    """Stop sharing ``owner``'s session with ``names``: they cannot open it again, and what they have
+    open ends at once (:func:`end_visits`)."""
     spawner, _, _ = await session_team(owner, server)
+    ended = []
     for name in names:
         orm_user = orm.User.find(handler.db, name)
         if orm_user is not None:
             orm.Share.revoke(handler.db, spawner.orm_spawner, orm_user)
+            ended.append(orm_user)
             handler.log.info("%s stopped sharing %s with %s", owner.name, spawner._log_name, name)
+    await end_visits(handler, spawner, ended)
     return shares_of(handler.db, spawner)
 
 

@@ -14,6 +14,8 @@ from daas_hub.courses import (
     check_material_url,
     cleanup_plan,
     course_of_server,
+    edit_form,
+    edited,
     may_open,
     server_name,
     start_plan,
@@ -70,6 +72,39 @@ def test_bad_course_documents_name_the_entry(changes, entry, fix):
         Course.from_dict(doc(**changes), file="py101.yaml")
     assert e.value.entry == entry, str(e.value)
     assert fix in str(e.value)
+
+
+def test_editing_changes_only_what_the_form_holds():
+    c = Course.from_dict(doc())
+    form = edit_form(c)
+    assert form == {"title": "Python for beamline data", "start": "2026-10-01T09:00", "end": "2026-10-01T17:00",
+                    "participants": "erin", "material_url": "git://127.0.0.1:9418/intro.git", "branch": "main"}
+    assert edited(c, form) == c
+    new = edited(c, {**form, "title": "Python, day 2", "start": "2026-10-02T09:00", "end": "2026-10-02T12:00",
+                     "participants": "erin, carol erin", "material_url": "git://127.0.0.1:9418/day2.git",
+                     "branch": ""})
+    assert (new.title, new.start, new.end) == ("Python, day 2", T0 + timedelta(days=1), T0 + timedelta(days=1, hours=3))
+    assert new.participants == ("erin", "carol") and new.material.url.endswith("day2.git")
+    assert new.material.branch == "main"
+    # what the form does not hold stays
+    assert (new.id, new.instructors, new.temporary_accounts, new.cpu, new.hours) == ("py101", ("ivan",), 3, 1, 8)
+    assert edited(c, {**form, "material_url": ""}).material is None
+
+
+@pytest.mark.parametrize(("changes", "entry"), [
+    ({"end": "2026-10-01T08:00"}, "window > end"),
+    ({"start": "next monday"}, "window > start"),
+    ({"title": ""}, "title"),
+    ({"participants": "erin py101-02"}, "participants"),
+    ({"participants": "erin Bob"}, "participants[1]"),
+    ({"material_url": "ftp://x/y"}, "material > url"),
+    ({"branch": "-rf"}, "material > branch"),
+])
+def test_bad_edits_name_the_entry(changes, entry):
+    c = Course.from_dict(doc())
+    with pytest.raises(SettingsError) as e:
+        edited(c, {**edit_form(c), **changes})
+    assert e.value.entry == entry, str(e.value)
 
 
 def test_window_and_rules():

@@ -66,6 +66,7 @@ def course_hub():
     hub = start_hub(site, env={"PYTHONPATH": str(clock_dir), "DAAS_TEST_CLOCK_FILE": str(clock_file)},
                     extra_args=["--CourseBook.clock=course_clock.now", f"--CourseBook.grace_period={GRACE_HOURS}",
                                 "--DemoAuthenticator.auth_refresh_age=2", "--Spawner.http_timeout=300",
+                                "--Operations.notice_refresh=2",
                                 f"--CourseBook.material_prefixes=git://127.0.0.1:{port}/"])
     hub.clock_file = clock_file
     hub.material_url = f"git://127.0.0.1:{port}/material.git"
@@ -210,3 +211,133 @@ def test_course_from_instructor_page_to_clean_up(course_hub, browser):
     assert (site / "homes" / "erin" / "course" / "exercise.py").exists()
     for c in (ivan, p1):
         c.close()
+
+
+def test_instructor_edits_a_course(course_hub, browser):
+    """The instructor changes a course's title, window, participants and material on its page;
+    bad input gets a sentence and leaves the course as it was; nobody else may edit it."""
+    hub = course_hub
+    ivan = browser.new_context()
+    page = browser_login(ivan, hub, "ivan")
+    page.goto(f"{hub.url}/hub/courses")
+    page.fill("input[name=id]", "edit1")
+    page.fill("input[name=title]", "Tomography basics")
+    page.fill("input[name=start]", "2031-05-04T09:00")
+    page.fill("input[name=end]", "2031-05-04T17:00")
+    page.fill("input[name=participants]", "erin")
+    page.fill("input[name=temporary]", "2")
+    page.fill("input[name=material_url]", "")
+    page.click("#daas-create-course")
+    page.wait_for_url("**/hub/courses/edit1")
+    course_file = hub.site / "hub" / "courses" / "edit1.yaml"
+    before = course_file.read_text()
+    form = page.locator("#daas-edit-course")
+    assert form.locator("input[name=title]").input_value() == "Tomography basics"
+    assert form.locator("input[name=start]").input_value() == "2031-05-04T09:00"
+
+    # bad input: a sentence, the form as typed, the course unchanged
+    for field, value, said in [
+        ("end", "2031-05-03T17:00", "window > end: the window ends before it starts. Give an end after the start."),
+        ("participants", "erin zed", "zed is not an account of the facility"),
+        ("material_url", "https://elsewhere.example/m.git", "material is taken only from"),
+        ("title", "", "title"),
+    ]:
+        page.goto(f"{hub.url}/hub/courses/edit1")
+        form.locator(f"input[name={field}]").fill(value)
+        if field == "title":  # the browser would refuse an empty required field: post it as a script would
+            xsrf = next(c["value"] for c in ivan.cookies() if c["name"] == "_xsrf" and c["path"] == "/hub/")
+            r = ivan.request.post(f"{hub.url}/hub/courses/edit1", form={
+                "_xsrf": xsrf, "action": "edit", "title": "", "start": "2031-05-04T09:00",
+                "end": "2031-05-04T17:00", "participants": "erin", "material_url": "", "branch": "main"})
+            assert r.status == 400 and "The course was not changed: title" in r.text(), r.text()[:500]
+            assert "Traceback" not in r.text()
+        else:
+            page.click("#daas-save-course")
+            page.wait_for_load_state()
+            error = page.inner_text("#daas-course-error")
+            assert error.startswith("The course was not changed: ") and said in error, error
+            assert form.locator(f"input[name={field}]").input_value() == value  # kept as typed
+        assert course_file.read_text() == before
+
+    # a good edit: every field the form holds
+    page.goto(f"{hub.url}/hub/courses/edit1")
+    form.locator("input[name=title]").fill("Tomography, day 1")
+    form.locator("input[name=start]").fill("2031-05-05T08:30")
+    form.locator("input[name=end]").fill("2031-05-05T12:30")
+    form.locator("input[name=participants]").fill("carol")
+    form.locator("input[name=material_url]").fill(hub.material_url)
+    form.locator("input[name=branch]").fill("main")
+    page.click("#daas-save-course")
+    page.wait_for_load_state()
+    message = page.inner_text("#daas-course-message")
+    assert "The course was saved." in message and "erin no longer takes part" in message, message
+    assert page.inner_text("h1") == "Tomography, day 1"
+    rows = [r.get_attribute("data-user") for r in page.locator("#daas-participants tbody tr").all()]
+    assert rows == ["carol", "edit1-01", "edit1-02"]  # temporary accounts stay
+    import yaml
+
+    saved = yaml.safe_load(course_file.read_text())
+    assert saved["title"] == "Tomography, day 1" and saved["participants"] == ["carol"]
+    assert saved["window"] == {"start": "2031-05-05T08:30:00+00:00", "end": "2031-05-05T12:30:00+00:00"}
+    assert saved["material"] == {"url": hub.material_url, "branch": "main", "folder": "course"}
+    assert saved["temporary_accounts"] == 2 and saved["instructors"] == ["ivan"]
+
+    # only its instructors (and admins) edit it
+    bob = browser.new_context()
+    browser_login(bob, hub, "bob")
+    xsrf = next(c["value"] for c in bob.cookies() if c["name"] == "_xsrf" and c["path"] == "/hub/")
+    r = bob.request.post(f"{hub.url}/hub/courses/edit1", form={
+        "_xsrf": xsrf, "action": "edit", "title": "Mine now", "start": "2031-05-05T08:30",
+        "end": "2031-05-05T12:30", "participants": "bob", "material_url": "", "branch": "main"})
+    assert r.status == 404 and "no such course you teach" in r.text()
+    assert yaml.safe_load(course_file.read_text())["title"] == "Tomography, day 1"
+    for c in (ivan, bob):
+        c.close()
+
+
+def test_broadcast_reaches_participants_in_jupyterlab(course_hub, browser):
+    """A message the instructor sends to the course appears in the notice bar of a participant's
+    JupyterLab (the course session), not only on the hub's Courses page."""
+    hub = course_hub
+    start = datetime(2032, 1, 10, 9, 0, tzinfo=UTC)
+    set_clock(hub.clock_file, start + timedelta(minutes=5))
+    ivan = browser.new_context()
+    dave = browser.new_context()
+    try:
+        page = browser_login(ivan, hub, "ivan")
+        page.goto(f"{hub.url}/hub/courses")
+        page.fill("input[name=id]", "bcast1")
+        page.fill("input[name=title]", "Beamline alignment")
+        page.fill("input[name=start]", start.strftime("%Y-%m-%dT%H:%M"))
+        page.fill("input[name=end]", (start + timedelta(hours=8)).strftime("%Y-%m-%dT%H:%M"))
+        page.fill("input[name=participants]", "dave")
+        page.fill("input[name=temporary]", "0")
+        page.fill("input[name=material_url]", "")
+        page.click("#daas-create-course")
+        page.wait_for_url("**/hub/courses/bcast1")
+        page.click("#daas-start-all")
+        page.wait_for_load_state()
+        wait_until(lambda: hub.api("GET", "/users/dave").json().get("servers", {}).get("course-bcast1", {})
+                   .get("ready"), timeout=300, interval=2, what="dave's course session ready")
+
+        dpage = browser_login(dave, hub, "dave")
+        dpage.goto(f"{hub.url}/user/dave/course-bcast1/lab")
+        dpage.wait_for_selector("#daas-notices", state="attached", timeout=240_000)
+        assert dpage.locator(".daas-course-message").count() == 0
+
+        page.goto(f"{hub.url}/hub/courses/bcast1")
+        page.fill("#daas-broadcast textarea[name=text]", "Exercise 2 starts now: open align.ipynb")
+        page.click("#daas-broadcast button[value=broadcast]")
+        page.wait_for_selector("#daas-course-message")
+        wait_until(lambda: "Exercise 2 starts now" in " ".join(
+            dpage.locator(".daas-course-message").all_inner_texts()), timeout=60, interval=0.5,
+            what="the message in dave's JupyterLab")
+        shown = dpage.locator(".daas-course-message").first.inner_text()
+        assert shown.startswith("Message to the course (") and "ivan): Exercise 2 starts now" in shown, shown
+    finally:
+        hub.api("DELETE", "/users/dave/servers/course-bcast1")
+        wait_until(lambda: "course-bcast1" not in hub.api("GET", "/users/dave").json().get("servers", {}),
+                   timeout=120, interval=1, what="dave's course session stopped")
+        set_clock(hub.clock_file, START - timedelta(minutes=30))  # where the fixture left it
+        for c in (ivan, dave):
+            c.close()
