@@ -15,8 +15,6 @@ a start is refused with a sentence, as before.
 
 from __future__ import annotations
 
-from jupyterhub.crypto import encrypt
-
 from daas_hub.access import LoginPolicy, ProposalLookup, read_auth_state
 from daas_hub.authenticators.mapping import ProposalLogin
 from daas_hub.errors import SourceUnavailable
@@ -66,10 +64,7 @@ async def account_from_source(
             reason="no-account",
         )
     log.info("%s has not signed in yet: read their account and proposals from the catalogue", user.name)
-    # as User.save_auth_state, with the groups in the same commit: a class starting at once
-    # makes a hundred of these in a row on the hub's event loop, each commit a disk sync
-    user.encrypted_auth_state = await encrypt({**(state or {}), **model["auth_state"]})
+    await user.save_auth_state({**(state or {}), **model["auth_state"]})
     if manage_groups:
-        user.sync_groups(model["groups"])  # commits, when the groups change
-    user.db.commit()
+        user.sync_groups(model["groups"])
     return read_auth_state(model["auth_state"])
