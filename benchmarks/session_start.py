@@ -33,6 +33,7 @@ from conftest import free_port  # noqa: E402
 
 BIN = Path(sys.executable).parent
 NO_LSP = "--ServerApp.jpserver_extensions={'jupyter_lsp': False}"
+LAZY_H5WEB = "--ServerApp.jpserver_extensions={'jupyterlab_h5web': False, 'daas_hub.lazy_h5web': True}"
 LAUNCH = ("import sys; from daas_hub.spawners import singleuser as s; {prepare}; "
           "from jupyterlab.labapp import main; sys.argv[0] = 'jupyter-lab'; sys.exit(main())")
 VARIANTS = {
@@ -41,7 +42,8 @@ VARIANTS = {
                           "cm.__exit__(None, None, None)", ()),
     "no language-server scan": ("", (NO_LSP,)),
     "no IRI grammar": ("sys.modules['rfc3987_syntax'] = None", ()),
-    "all (daas-hub-singleuser)": ("s.prepare()", (NO_LSP,)),
+    "HDF5 endpoints deferred": ("", (LAZY_H5WEB,)),
+    "all (daas-hub-singleuser)": ("s.prepare()", ("{session_args}",)),
 }
 
 
@@ -64,6 +66,10 @@ class ServerExited(RuntimeError):
 def _one(prepare: str, args: tuple[str, ...]) -> dict:
     port, home = free_port(), tempfile.mkdtemp(prefix="session-start-", dir="/var/tmp")
     code = LAUNCH.format(prepare=prepare or "pass")
+    if "{session_args}" in args:
+        from daas_hub.spawners.singleuser import session_args
+
+        args = session_args()
     cmd = [sys.executable, "-c", code, "--no-browser", f"--port={port}", "--ServerApp.ip=127.0.0.1",
            "--ServerApp.token=", *(["--allow-root"] if os.geteuid() == 0 else []), *args]
     env = {**os.environ, "HOME": home, "PATH": os.pathsep.join([str(BIN), "/usr/local/bin", "/usr/bin", "/bin"])}

@@ -3,6 +3,11 @@
 Schemas live in ``daas_hub/schemas/*.schema.yaml`` and are loaded once. A document
 that does not validate raises :class:`~daas_hub.errors.SettingsError` naming the
 file, the entry (``proposals[2] "MX-1001" > members[0] > role``) and the fix.
+
+``jsonschema`` is imported when a document is first checked, not with this module:
+importing it compiles a grammar (0.8 CPU-s here), and every session's start-up
+(``daas-hub-session``, through :mod:`daas_hub.provenance`) imports this module
+without checking anything.
 """
 
 from __future__ import annotations
@@ -10,12 +15,14 @@ from __future__ import annotations
 import functools
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import jsonschema
 import yaml
 
 from .errors import SettingsError
+
+if TYPE_CHECKING:
+    import jsonschema
 
 #: keys that identify a list item in messages, tried in order
 _LABEL_KEYS = ("id", "slug", "username", "name")
@@ -40,6 +47,8 @@ def load_schema(name: str) -> dict:
     """The packaged schema ``name`` (``proposals``, ``profiles``, ``site``)."""
     text = resources.files("daas_hub.schemas").joinpath(f"{name}.schema.yaml").read_text()
     schema = yaml.safe_load(text)
+    import jsonschema
+
     jsonschema.Draft202012Validator.check_schema(schema)
     return schema
 
@@ -117,6 +126,8 @@ def _fix_for(error: jsonschema.ValidationError) -> str:
 
 def validate(document: Any, schema_name: str, file: str | Path) -> None:
     """Raise :class:`SettingsError` for the first problem in ``document``."""
+    import jsonschema
+
     validator = jsonschema.Draft202012Validator(load_schema(schema_name))
     errors = sorted(validator.iter_errors(document), key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
     if not errors:

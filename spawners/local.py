@@ -20,7 +20,7 @@ from traitlets import default
 
 from daas_hub.access import stale_notice
 
-from .burst import LocalBurst
+from .burst import LocalBurst, lower_priority
 from .common import SessionSetup, refuse, refuse_logged
 
 __all__ = ["LocalSpawner", "refuse"]
@@ -75,7 +75,7 @@ class LocalSpawner(LocalBurst, SessionSetup, LocalProcessSpawner):
         nice = self.nice_increment()
 
         def preexec():
-            os.nice(nice)  # below the hub's priority (LocalBurst.session_nice)
+            lower_priority(nice)  # below the hub's (LocalBurst.session_nice), its autogroup too
             if setuid:
                 setuid()
             os.chdir(home)

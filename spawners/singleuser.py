@@ -16,18 +16,33 @@ Each lever was measured on its own (``benchmarks/session_start.py``):
   check that no Jupyter event schema uses (0.3-0.5 CPU-s). The server process
   skips that optional import; kernels are other processes and are not affected.
 
+- **HDF5 endpoints at the first request.** jupyterlab-h5web's server extension imports
+  h5py, numpy and h5grove at start (about 30 MB and 0.2 CPU-s); sessions load
+  :mod:`daas_hub.lazy_h5web` in its place, which serves the same endpoints and imports
+  jupyterlab-h5web's handlers when the HDF5 viewer first asks.
+
 Build checks are off too (``labconfig/page_config.json`` in this package's data
 files): a deployed JupyterLab is never rebuilt by its users.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import sys
 from contextlib import contextmanager
 
-#: ServerApp options added to every session's command line
-SESSION_ARGS = ("--ServerApp.jpserver_extensions={'jupyter_lsp': False}",)
+#: server extensions switched off (on) in sessions, see the module
+EXTENSIONS = {"jupyter_lsp": False, "jupyterlab_h5web": False, "daas_hub.lazy_h5web": True}
+
+
+def session_args() -> tuple[str, ...]:
+    """ServerApp options added to every session's command line. The HDF5 endpoints are
+    swapped for the deferred ones only where jupyterlab-h5web is installed."""
+    extensions = dict(EXTENSIONS)
+    if importlib.util.find_spec("jupyterlab_h5web") is None:  # finds it without importing it
+        del extensions["jupyterlab_h5web"], extensions["daas_hub.lazy_h5web"]
+    return (f"--ServerApp.jpserver_extensions={extensions!r}",)
 
 
 @contextmanager
@@ -53,7 +68,7 @@ def prepare() -> None:
 
 def main(argv: list[str] | None = None):
     prepare()
-    sys.argv = [sys.argv[0], *SESSION_ARGS, *(sys.argv[1:] if argv is None else argv)]
+    sys.argv = [sys.argv[0], *session_args(), *(sys.argv[1:] if argv is None else argv)]
     from jupyterhub.singleuser import main as singleuser
 
     return singleuser()

@@ -168,6 +168,18 @@ class ControllerSilent(Exception):
     """squeue did not answer (controller down, timeout)."""
 
 
+#: what Slurm's commands print when slurmctld does not answer (as opposed to refusing a job)
+SILENT_CONTROLLER = ("unable to contact slurm controller", "slurm controller not responding",
+                     "socket timed out", "communication connection failure")
+
+
+def controller_silent(code: int, err: str) -> bool:
+    """Whether a Slurm command failed because the controller did not answer: its own
+    message says so, or it did not finish within ``command_timeout`` (:func:`run_command`'s 124)."""
+    text = err.lower()
+    return code == 124 or any(words in text for words in SILENT_CONTROLLER)
+
+
 #: lookup's answer for a job submitted after the snapshot was taken
 NOT_YET = JobView("PENDING", "", "submitted; not yet listed by squeue")
 
@@ -586,6 +598,14 @@ class SlurmSpawner(SessionSetup, _BatchSlurmSpawner):
         code, out, err = await run_command(argv, input=script, env=env, timeout=self.command_timeout)
         if code != 0:
             why = err.strip().splitlines()[-1] if err.strip() else f"sbatch exited with {code}"
+            if controller_silent(code, err):
+                raise refuse_logged(
+                    self.log, f"The cluster's scheduler (Slurm) is not answering right now, so your session was "
+                    f"not submitted and nothing was started. Try again in a few minutes; if it still fails, "
+                    f"contact {self.contact}.",
+                    detail=f"sbatch for {self._log_name}: the Slurm controller did not answer (exit {code}: {why})",
+                    reason="scheduler-silent", status_code=503,
+                )
             raise refuse_logged(self.log, f"The cluster did not accept the session. Contact {self.contact}.",
                                 detail=f"sbatch for {self._log_name} exited with {code}: {why}", reason="sbatch",
                                 status_code=503)

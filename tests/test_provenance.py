@@ -148,3 +148,14 @@ def test_the_stop_time_is_written_into_the_record(tmp_path):
     record_stop(str(path), now=datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC))
     assert json.loads(path.read_text()) == {"started": "2026-03-01T09:30:05Z", "stopped": "2026-03-01T12:00:00Z"}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r.json"]  # no temporary file left
+
+
+def test_the_session_start_up_imports_no_schema_checker():
+    """daas-hub-session runs before every session's server and imports this module: jsonschema
+    (0.8 CPU-s here, compiling a grammar at import) must not come with it."""
+    import subprocess
+    import sys
+
+    code = ("import sys, daas_hub.session, daas_hub.provenance; "
+            "sys.exit('jsonschema' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 0

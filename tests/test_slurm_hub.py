@@ -191,6 +191,39 @@ def test_silent_controller_marks_no_server_stopped_within_the_grace_period(slurm
         slurm_hub.stop_server("carol")
 
 
+def test_a_new_start_while_the_controller_is_stopped_is_a_sentence_and_works_once_it_is_back(slurm_hub, cluster):
+    """slurmctld stopped (its own process): a new start is refused with a sentence a person
+    reads (through the REST API: never a 500, no traceback), and nothing is left of it: no
+    server, no pending start, no job once slurmctld is back. Then the same start works.
+
+    sbatch gives up by itself (MessageTimeout=5 in tests/slurm_cluster.py), within
+    ``c.SlurmSpawner.command_timeout`` (30 s); either way the refusal is the same sentence
+    (``controller_silent``), so the waits below are bounds, not margins."""
+    login(slurm_hub, "dave")
+    options = {"profile": "python", "cpu": 1, "memory": 1}
+    cluster.stop_controller()
+    try:
+        r = slurm_hub.api("POST", "/users/dave/server", json=options)
+        if r.status_code == 202:  # still submitting after the hub's slow_spawn_timeout: the progress stream says
+            message = progress_messages(slurm_hub, "dave", until="not answering", timeout=90)[-1]
+        else:
+            assert r.status_code == 503, r.text
+            message = r.json()["message"]
+        assert "scheduler (Slurm) is not answering right now" in message, message
+        assert "nothing was started" in message and "Traceback" not in message, message
+        wait_until(lambda: server_gone(slurm_hub, "dave"), timeout=30, what="dave's refused start cleared")
+        assert not slurm_hub.api("GET", "/users/dave").json().get("pending")
+        assert "the Slurm controller did not answer" in slurm_hub.log_text()  # the admin reads why
+    finally:
+        cluster.start_controller()
+    assert not [j for j in our_jobs(cluster) if "dave" in job_details(cluster, j[0])]
+    r = slurm_hub.api("POST", "/users/dave/server", json=options)
+    assert r.status_code in (201, 202), r.text
+    slurm_hub.wait_ready("dave", timeout=180)
+    slurm_hub.stop_server("dave")
+    assert not our_jobs(cluster)
+
+
 def test_quota_refusal_names_the_option_and_the_limit(slurm_hub, cluster):
     session = login(slurm_hub, "bob")
     r = slurm_hub.submit_form(session, "bob", proposal="EC-2002", profile="spectroscopy", cpu=4)

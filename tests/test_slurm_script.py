@@ -280,3 +280,17 @@ async def test_cluster_figures_fetch_is_bounded():
     assert figure.current() is None
     await figure.settled()
     assert log.lines == ["sinfo gave no figure (no answer within 0.01 s); the form says unknown"]
+
+
+@pytest.mark.parametrize("code,err,silent", [
+    (1, "sbatch: error: Batch job submission failed: Unable to contact slurm controller (connect failure)", True),
+    (1, "sbatch: error: Slurm controller not responding, sleeping and retrying.", True),
+    (1, "sbatch: error: Batch job submission failed: Socket timed out on send/recv operation", True),
+    (124, "sbatch did not answer within 30 s", True),
+    (1, "sbatch: error: Batch job submission failed: Invalid account or account/partition combination specified",
+     False),
+    (1, "sbatch: error: invalid partition specified: nope", False),
+    (127, "sbatch: No such file or directory", False),
+])
+def test_a_silent_controller_is_told_from_a_refused_job(code, err, silent):
+    assert slurm.controller_silent(code, err) is silent

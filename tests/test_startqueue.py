@@ -1,12 +1,16 @@
-"""The start queue and the port book: pure, no hub (daas_hub/startqueue.py)."""
+"""The start queue and the port book: pure, no hub (daas_hub/startqueue.py); sessions' CPU priority."""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import random
+import subprocess
+from pathlib import Path
 
 import pytest
 
+from daas_hub.spawners.burst import lower_priority
 from daas_hub.startqueue import PortBook, StartQueue, waiting_message
 
 
@@ -61,3 +65,24 @@ def test_session_ports_stay_below_the_kernels_ephemeral_range(tmp_path):
     assert session_port_range(str(tmp_path / "missing")) == (20000, 32767)
     low, high = PortBook().low, PortBook().high
     assert 20000 <= low < high
+
+
+def _niceness(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[16])
+
+
+@pytest.mark.parametrize("autogroup", ["/proc/self/autogroup", "/nonexistent/autogroup"])
+def test_a_session_runs_below_the_hub_in_its_own_autogroup_too(autogroup):
+    """A session starts in a new session (setsid), hence a new autogroup: its nice value alone
+    would rank it only within that group, so the group's nice value is lowered as well. A kernel
+    without autogroups (the file missing) still gets the process's own nice value."""
+    proc = subprocess.Popen(["sleep", "30"], start_new_session=True,
+                            preexec_fn=lambda: lower_priority(7, autogroup=autogroup))
+    try:
+        assert _niceness(proc.pid) == min(19, os.nice(0) + 7)
+        group = Path(f"/proc/{proc.pid}/autogroup")
+        if autogroup.startswith("/proc") and group.exists():
+            assert group.read_text().split()[-1] == "7"
+    finally:
+        proc.kill()
+        proc.wait()
