@@ -163,6 +163,26 @@ def _spawn(cmd: list[str], log: Path) -> subprocess.Popen:
     return subprocess.Popen(cmd, stdout=log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True)
 
 
+def apiserver_fixture(prefix: str):
+    """A module fixture's body: an API server in a folder of its own, stopped and removed after.
+
+    Skips the module, with the reason, where no API server can run here."""
+    import pytest
+
+    from conftest import make_world_dir
+
+    why = available()
+    if why:
+        pytest.skip(f"no Kubernetes API server: {why}")
+    folder = make_world_dir(prefix)
+    api = start_apiserver(folder)
+    try:
+        yield api
+    finally:
+        api.stop()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def start_apiserver(folder: Path) -> ApiServer:
     """etcd + kube-apiserver on free loopback ports; the namespace, the hub's Role and token."""
     folder.mkdir(parents=True, exist_ok=True)

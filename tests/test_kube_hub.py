@@ -37,14 +37,7 @@ MISSING_IMAGE = "registry.facility.example/daas/spectroscopy:does-not-exist"
 
 @pytest.fixture(scope="module")
 def apiserver():
-    why = kube_cluster.available()
-    if why:
-        pytest.skip(f"no Kubernetes API server: {why}")
-    folder = make_world_dir("daas-hub-kube-")
-    api = kube_cluster.start_apiserver(folder)
-    yield api
-    api.stop()
-    shutil.rmtree(folder, ignore_errors=True)
+    yield from kube_cluster.apiserver_fixture("daas-hub-kube-")
 
 
 @pytest.fixture(scope="module")

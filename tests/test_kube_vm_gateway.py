@@ -16,14 +16,11 @@ template) on TCP 4822, and that session and hub pods do not carry those labels.
 from __future__ import annotations
 
 import copy
-import shutil
 from pathlib import Path
 
 import kube_cluster
 import pytest
 import yaml
-
-from conftest import make_world_dir
 
 REPO = Path(__file__).resolve().parent.parent
 MANIFESTS = list(yaml.safe_load_all((REPO / "kubernetes" / "vm-gateway.yaml").read_text()))
@@ -48,14 +45,7 @@ def selected(selector: dict, labels: dict) -> bool:
 
 @pytest.fixture(scope="module")
 def apiserver():
-    why = kube_cluster.available()
-    if why:
-        pytest.skip(f"no Kubernetes API server: {why}")
-    folder = make_world_dir("daas-hub-kubevm-")
-    api = kube_cluster.start_apiserver(folder)
-    yield api
-    api.stop()
-    shutil.rmtree(folder, ignore_errors=True)
+    yield from kube_cluster.apiserver_fixture("daas-hub-kubevm-")
 
 
 @pytest.fixture(scope="module")
