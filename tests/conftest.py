@@ -7,6 +7,7 @@ loops and stopped by their own PIDs.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import secrets
@@ -115,6 +116,33 @@ class Hub:
                    timeout=60, allow_redirects=False)
         r.session = s
         return r
+
+    def signed_in(self, user: str) -> requests.Session:
+        """A browser session of ``user``, signed in through the demo login form."""
+        r = self.login(user)
+        assert r.status_code == 302, r.text[:300]
+        return r.session
+
+    def progress(self, user: str, *, until: str, timeout: float = 120) -> list[dict]:
+        """The hub's progress events for ``user`` until one's message contains ``until`` (or one failed)."""
+        events = []
+        deadline = time.monotonic() + timeout
+        with requests.get(f"{self.url}/hub/api/users/{user}/server/progress", stream=True, timeout=timeout,
+                          headers={"Authorization": f"token {self.token}"}) as r:
+            for line in r.iter_lines(decode_unicode=True):
+                if line and line.startswith("data:"):
+                    events.append(json.loads(line[5:]))
+                    if until in events[-1].get("message", "") or events[-1].get("failed"):
+                        break
+                if time.monotonic() > deadline:
+                    break
+        return events
+
+    def stop_all_servers(self) -> None:
+        """Stop every server of every user (a module's hub, before it stops)."""
+        for user in self.api("GET", "/users").json():
+            for name in list(user.get("servers", {})):
+                self.stop_server(user["name"], server=name)
 
     def spawn_form(self, session: requests.Session, user: str, server: str = "") -> dict:
         """GET the spawn form and read its prefilled values, as a browser would send them."""

@@ -24,7 +24,6 @@ from pathlib import Path
 
 import kube_cluster
 import pytest
-import requests
 import yaml
 
 from conftest import make_world_dir, start_hub, stop_process, wait_until
@@ -102,9 +101,7 @@ def kube_hub(kube_site, apiserver, output_dir):
     h = start_hub(site, extra_args=HUB_ARGS, env={"KUBECONFIG": str(kubeconfig)})
     yield h
     if h.proc.poll() is None:
-        for user in h.api("GET", "/users").json():
-            for name in list(user.get("servers", {})):
-                h.stop_server(user["name"], server=name)
+        h.stop_all_servers()
     stop_process(h.proc, timeout=60)
     shutil.copy(h.log, output_dir / "hub-kube.log")
     (output_dir / "kube-apiserver.log").write_text(apiserver.log("kube-apiserver")[-200_000:])
@@ -112,35 +109,13 @@ def kube_hub(kube_site, apiserver, output_dir):
         shutil.copy(log, output_dir / f"kubelet-{log.name}")
 
 
-def login(hub, user):
-    r = hub.login(user)
-    assert r.status_code == 302, r.text[:300]
-    return r.session
-
-
 def pods(api):
     return {p["metadata"]["name"]: p for p in api.pods()}
 
 
-def progress(hub, user, *, until, timeout: float = 120) -> list[dict]:
-    """The hub's progress events for ``user`` until one's message contains ``until``."""
-    events = []
-    deadline = time.monotonic() + timeout
-    with requests.get(f"{hub.url}/hub/api/users/{user}/server/progress", stream=True, timeout=timeout,
-                      headers={"Authorization": f"token {hub.token}"}) as r:
-        for line in r.iter_lines(decode_unicode=True):
-            if line and line.startswith("data:"):
-                events.append(json.loads(line[5:]))
-                if until in events[-1].get("message", "") or events[-1].get("failed"):
-                    break
-            if time.monotonic() > deadline:
-                break
-    return events
-
-
 def test_form_offers_kubernetes_and_the_session_runs_in_a_pod(kube_hub, kube_site, apiserver):
     site, kubelet, _ = kube_site
-    session = login(kube_hub, "alice")
+    session = kube_hub.signed_in("alice")
     form = kube_hub.spawn_form(session, "alice")
     assert form["backend"] == "kubernetes" and form["proposal"] == "MX-1001"
     page = session.get(f"{kube_hub.url}/hub/spawn", timeout=60).text
@@ -149,7 +124,7 @@ def test_form_offers_kubernetes_and_the_session_runs_in_a_pod(kube_hub, kube_sit
         "python": ["kubernetes", "local"], "diffraction": ["kubernetes", "local"], "spectroscopy": ["kubernetes", "local"]}
     r = kube_hub.submit_form(session, "alice", profile="diffraction", cpu=2, memory=3)
     assert r.status_code == 200, r.text[:500]
-    events = progress(kube_hub, "alice", until="Server ready")
+    events = kube_hub.progress("alice", until="Server ready")
     messages = [e.get("message", "") for e in events]
     kube_hub.wait_ready("alice", timeout=120)
     try:
@@ -200,7 +175,7 @@ def test_form_offers_kubernetes_and_the_session_runs_in_a_pod(kube_hub, kube_sit
 
 
 def test_pod_deleted_behind_the_hub_is_shown_stopped_within_one_poll(kube_hub, apiserver):
-    session = login(kube_hub, "bob")
+    session = kube_hub.signed_in("bob")
     assert kube_hub.submit_form(session, "bob", profile="python", cpu=1, memory=1).status_code == 200
     kube_hub.wait_ready("bob", timeout=120)
     apiserver.delete_pod("jupyter-bob")
@@ -217,7 +192,7 @@ def test_pod_deleted_behind_the_hub_is_shown_stopped_within_one_poll(kube_hub, a
 
 def failed_message(hub, user, seen: list | None = None) -> str:
     """The last progress message of a failed spawn; ``seen`` gets every message."""
-    events = progress(hub, user, until="Spawn failed")
+    events = hub.progress(user, until="Spawn failed")
     wait_until(lambda: not hub.api("GET", f"/users/{user}").json().get("pending"), timeout=60,
                what=f"{user}'s spawn over")
     if seen is not None:
@@ -226,7 +201,7 @@ def failed_message(hub, user, seen: list | None = None) -> str:
 
 
 def test_refusals_are_sentences(kube_hub, apiserver):
-    session = login(kube_hub, "bob")
+    session = kube_hub.signed_in("bob")
     # the image cannot be pulled
     assert kube_hub.submit_form(session, "bob", proposal="EC-2002", profile="spectroscopy",
                                 cpu=1, memory=1).status_code == 200
@@ -236,7 +211,7 @@ def test_refusals_are_sentences(kube_hub, apiserver):
     wait_until(lambda: "jupyter-bob" not in pods(apiserver), timeout=30, what="the pod deleted")
     # no node has the GPU (another person: a new pod of the same name right after a deleted one is
     # a separate race, kept out of this test)
-    staff = login(kube_hub, "dave")
+    staff = kube_hub.signed_in("dave")
     assert kube_hub.submit_form(staff, "dave", profile="python", cpu=1, memory=1, gpu=1).status_code == 200
     seen = []
     message = failed_message(kube_hub, "dave", seen)
@@ -265,7 +240,7 @@ def test_refusals_are_sentences(kube_hub, apiserver):
 # last: it stops the module's hub
 def test_hub_restart_finds_the_running_pod(kube_hub, kube_site, apiserver):
     site, _, kubeconfig = kube_site
-    session = login(kube_hub, "alice")
+    session = kube_hub.signed_in("alice")
     assert kube_hub.submit_form(session, "alice", profile="python", cpu=1, memory=1).status_code == 200
     kube_hub.wait_ready("alice", timeout=120)
     hub_bind = re.search(r"hub_bind_url = '([^']+)'", (site / "test_jupyterhub_config.py").read_text()).group(1)

@@ -84,21 +84,13 @@ def slurm_hub(slurm_site, cluster, output_dir):
     h = start_hub(slurm_site, extra_args=HUB_ARGS)
     yield h
     if h.proc.poll() is None:
-        for user in h.api("GET", "/users").json():
-            for name in list(user.get("servers", {})):
-                h.stop_server(user["name"], server=name)
+        h.stop_all_servers()
     stop_process(h.proc, timeout=60)
     shutil.copy(h.log, output_dir / "hub-slurm.log")
     (output_dir / "slurmctld.log").write_text(cluster.log("slurmctld"))
     (output_dir / "slurmd.log").write_text(cluster.log("slurmd"))
     for job_log in slurm_site.glob("homes/*/.daas-hub-slurm-*.log"):
         shutil.copy(job_log, output_dir / f"slurm-{job_log.parent.name}-{job_log.name.lstrip('.')}")
-
-
-def login(hub, user):
-    r = hub.login(user)
-    assert r.status_code == 302, r.text[:300]
-    return r.session
 
 
 def our_jobs(cluster):
@@ -115,7 +107,7 @@ def server_gone(hub, user, server=""):
 
 
 def test_spawn_through_the_form_runs_a_slurm_job_with_the_chosen_resources(slurm_hub, cluster):
-    session = login(slurm_hub, "alice")
+    session = slurm_hub.signed_in("alice")
     # the form never waits for sinfo: "unknown" until the background figure arrives
     figure = r"debug \(up\): \d+ of 8 CPUs idle, [0-9.]+ GiB free, gpu:1"
     wait_until(lambda: re.search(figure, session.get(f"{slurm_hub.url}/hub/spawn", timeout=60).text),
@@ -151,7 +143,7 @@ def test_spawn_through_the_form_runs_a_slurm_job_with_the_chosen_resources(slurm
 
 
 def test_job_cancelled_behind_the_hub_is_shown_stopped_within_one_poll(slurm_hub, cluster):
-    session = login(slurm_hub, "bob")
+    session = slurm_hub.signed_in("bob")
     assert slurm_hub.submit_form(session, "bob", cpu=1, memory=1).status_code == 200
     slurm_hub.wait_ready("bob", timeout=180)
     (job,) = [j for j in our_jobs(cluster)]
@@ -172,7 +164,7 @@ def test_job_cancelled_behind_the_hub_is_shown_stopped_within_one_poll(slurm_hub
 
 
 def test_silent_controller_marks_no_server_stopped_within_the_grace_period(slurm_hub, cluster):
-    session = login(slurm_hub, "carol")
+    session = slurm_hub.signed_in("carol")
     assert slurm_hub.submit_form(session, "carol", cpu=1, memory=1).status_code == 200
     slurm_hub.wait_ready("carol", timeout=180)
     try:
@@ -199,13 +191,13 @@ def test_a_new_start_while_the_controller_is_stopped_is_a_sentence_and_works_onc
     sbatch gives up by itself (MessageTimeout=5 in tests/slurm_cluster.py), within
     ``c.SlurmSpawner.command_timeout`` (30 s); either way the refusal is the same sentence
     (``controller_silent``), so the waits below are bounds, not margins."""
-    login(slurm_hub, "dave")
+    slurm_hub.signed_in("dave")
     options = {"profile": "python", "cpu": 1, "memory": 1}
     cluster.stop_controller()
     try:
         r = slurm_hub.api("POST", "/users/dave/server", json=options)
         if r.status_code == 202:  # still submitting after the hub's slow_spawn_timeout: the progress stream says
-            message = progress_messages(slurm_hub, "dave", until="not answering", timeout=90)[-1]
+            message = slurm_hub.progress("dave", until="not answering", timeout=90)[-1].get("message", "")
         else:
             assert r.status_code == 503, r.text
             message = r.json()["message"]
@@ -225,7 +217,7 @@ def test_a_new_start_while_the_controller_is_stopped_is_a_sentence_and_works_onc
 
 
 def test_quota_refusal_names_the_option_and_the_limit(slurm_hub, cluster):
-    session = login(slurm_hub, "bob")
+    session = slurm_hub.signed_in("bob")
     r = slurm_hub.submit_form(session, "bob", proposal="EC-2002", profile="spectroscopy", cpu=4)
     assert r.status_code == 400
     text = re.sub(r"\s+", " ", r.text)
@@ -239,33 +231,14 @@ def test_quota_refusal_names_the_option_and_the_limit(slurm_hub, cluster):
     assert not our_jobs(cluster)
 
 
-def progress_messages(hub, user, *, until: str, timeout: float = 60) -> list[str]:
-    """Read the hub's progress event stream for ``user`` until a message contains ``until``."""
-    import json
-
-    import requests
-
-    messages = []
-    deadline = time.monotonic() + timeout
-    with requests.get(f"{hub.url}/hub/api/users/{user}/server/progress", stream=True, timeout=timeout,
-                      headers={"Authorization": f"token {hub.token}"}) as r:
-        for line in r.iter_lines(decode_unicode=True):
-            if line and line.startswith("data:"):
-                messages.append(json.loads(line[5:]).get("message", ""))
-                if until in messages[-1]:
-                    break
-            if time.monotonic() > deadline:
-                break
-    return messages
-
-
 def test_progress_shows_the_job_the_queue_position_and_the_pending_reason(slurm_hub, cluster):
     blocker = cluster.run("sbatch", "--parsable", "--gres=gpu:1", "--job-name=blocker", "-o", "/dev/null",
                           "--uid=daas-demo", "--gid=daas-demo", "--wrap", "sleep 600").stdout.strip()
     try:
-        session = login(slurm_hub, "alice")
+        session = slurm_hub.signed_in("alice")
         assert slurm_hub.submit_form(session, "alice", cpu=1, memory=1, gpu=1).status_code == 200
-        messages = progress_messages(slurm_hub, "alice", until="pending (reason: Resources")
+        messages = [e.get("message", "") for e in slurm_hub.progress("alice", until="pending (reason: Resources",
+                                                                       timeout=60)]
         assert any(re.search(r"Slurm job \d+ is pending \(reason: Resources, position 1 of 1 pending\)", m)
                    for m in messages), messages
     finally:
@@ -278,9 +251,10 @@ def test_a_job_that_dies_at_once_says_why_with_the_last_lines_of_its_log(slurm_h
     """A profile written for a cluster with environment modules, on one without: the job ends
     in under a second. The user reads why (the job log's last lines) as soon as the snapshot
     shows the job gone, well before the start timeout (300 s); nothing is left behind."""
-    session = login(slurm_hub, "carol")
+    session = slurm_hub.signed_in("carol")
     assert slurm_hub.submit_form(session, "carol", profile="site-modules", cpu=1, memory=1).status_code == 200
-    messages = progress_messages(slurm_hub, "carol", until="ended before JupyterLab started", timeout=90)
+    events = slurm_hub.progress("carol", until="ended before JupyterLab started", timeout=90)
+    messages = [e.get("message", "") for e in events]
     failed = messages[-1]
     assert "ended before JupyterLab started" in failed, messages
     assert "module: command not found" in failed, failed
@@ -317,7 +291,7 @@ def test_hub_restart_finds_the_running_session(cluster, output_dir):
         (site / "site.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
         first = start_hub(site, extra_args=HUB_ARGS)
         try:
-            session = login(first, "alice")
+            session = first.signed_in("alice")
             assert first.submit_form(session, "alice", cpu=1, memory=1).status_code == 200
             first.wait_ready("alice", timeout=180)
             (job,) = [j for j in our_jobs(cluster) if "daas-demo" in job_details(cluster, j[0])
@@ -351,7 +325,7 @@ def test_slurm_session_writes_its_provenance_record(slurm_hub, cluster, slurm_si
     with the profile's Slurm environment, and a start-again link for the same request."""
     processed = slurm_site / "data/id11/MX-1001/processed/.daas-hub/provenance"
     before = set(processed.glob("*.json")) if processed.is_dir() else set()
-    session = login(slurm_hub, "alice")
+    session = slurm_hub.signed_in("alice")
     r = slurm_hub.submit_form(session, "alice", proposal="MX-1001", profile="diffraction", cpu=1, memory=2,
                               gpu=0, hours=1)
     assert r.status_code == 200, r.text[:500]

@@ -12,18 +12,12 @@ import pytest
 pytestmark = pytest.mark.hub
 
 
-def login(hub, user):
-    r = hub.login(user)
-    assert r.status_code == 302, r.text[:300]
-    return r.session
-
-
 def text(r) -> str:
     return re.sub(r"\s+", " ", r.text)
 
 
 def test_form_offers_own_proposals_and_profiles_by_instrument(hub):
-    session = login(hub, "alice")
+    session = hub.signed_in("alice")
     r = session.get(f"{hub.url}/hub/spawn", timeout=60)
     assert r.status_code == 200
     page = text(r)
@@ -38,13 +32,13 @@ def test_form_offers_own_proposals_and_profiles_by_instrument(hub):
 
 
 def test_staff_may_choose_no_proposal(hub):
-    session = login(hub, "dave")
+    session = hub.signed_in("dave")
     form = session.get(f"{hub.url}/hub/spawn", timeout=60).text
     assert '<option value="none"' in form and "Your quota (staff)" in form
 
 
 def test_forged_permalink_shows_the_form_with_the_reason(hub):
-    session = login(hub, "bob")
+    session = hub.signed_in("bob")
     query = urlencode({"opt-proposal": "MX-1001", "opt-profile": "diffraction", "opt-cpu": "999"})
     r = session.get(f"{hub.url}/hub/spawn?{query}", timeout=60)
     assert r.status_code == 400
@@ -56,7 +50,7 @@ def test_forged_permalink_shows_the_form_with_the_reason(hub):
 
 
 def test_permalink_starts_the_chosen_session_and_the_form_remembers_it(hub):
-    session = login(hub, "bob")
+    session = hub.signed_in("bob")
     query = urlencode({"opt-proposal": "EC-2002", "opt-profile": "spectroscopy", "opt-cpu": "1", "opt-memory": "2"})
     r = session.get(f"{hub.url}/hub/spawn?{query}", timeout=60)
     assert r.status_code == 200, r.text[:300]
@@ -71,7 +65,7 @@ def test_permalink_starts_the_chosen_session_and_the_form_remembers_it(hub):
 
 
 def test_named_servers_one_per_proposal_and_profile_within_the_quota(hub):
-    session = login(hub, "alice")
+    session = hub.signed_in("alice")
     try:
         assert hub.submit_form(session, "alice", "mx-python", proposal="MX-1001", profile="python",
                                cpu=1, memory=1).status_code == 200
