@@ -478,25 +478,30 @@ def describe_event(event: dict) -> str:
     return f"Kubernetes: {message}" if message else f"Kubernetes: {reason}"
 
 
+def _image_refusal(image: str, reason: str, detail: str) -> KubeRefusal:
+    return KubeRefusal(
+        f"The session's image {image} could not be pulled ({reason}: {detail.strip() or 'no details'}). "
+        f"The admin must publish it or correct the profile's image (see {DOCS}).", reason="image",
+    )
+
+
 def explain_pod(pod: dict | None, events: list[dict]) -> KubeRefusal | None:
-    """A refusal when the pod can never start as it is (image missing); None while it may."""
+    """A refusal when the pod can never start as it is (image missing); None while it may.
+
+    The kubelet reports a failed pull twice, in no fixed order: as the container's waiting state and
+    as a ``Failed`` event; whichever the hub sees first gives the same sentence.
+    """
     if not pod:
         return None
     for status in (pod.get("status") or {}).get("containerStatuses") or []:
         waiting = (status.get("state") or {}).get("waiting") or {}
         if waiting.get("reason") in _IMAGE_REASONS:
-            image = status.get("image") or "?"
-            return KubeRefusal(
-                f"The session's image {image} could not be pulled ({waiting.get('reason')}: "
-                f"{(waiting.get('message') or '').strip() or 'no details'}). The admin must publish it or correct "
-                f"the profile's image (see {DOCS}).", reason="image",
-            )
+            return _image_refusal(status.get("image") or "?", waiting["reason"], waiting.get("message") or "")
     for event in events:
-        if event.get("reason") == "Failed" and "pull" in (event.get("message") or "").lower():
-            return KubeRefusal(
-                f"The session's image could not be pulled ({event.get('message', '').strip()}). The admin must "
-                f"publish it or correct the profile's image (see {DOCS}).", reason="image",
-            )
+        message = (event.get("message") or "").strip()
+        if event.get("reason") == "Failed" and "pull" in message.lower():
+            containers = (pod.get("spec") or {}).get("containers") or [{}]
+            return _image_refusal(containers[0].get("image") or "?", "ErrImagePull", message)
     return None
 
 

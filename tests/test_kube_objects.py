@@ -417,6 +417,12 @@ def test_cluster_messages_become_sentences():
     refusal = explain_pod(pod, [])
     assert refusal.reason == "image" and "reg.example/x:1 could not be pulled (ErrImagePull: manifest unknown)" in str(refusal)
     assert explain_pod({"status": {"phase": "Pending"}}, []) is None
+    # the same failure seen first as the kubelet's event: the same sentence, the image named
+    pending = {"spec": {"containers": [{"name": "notebook", "image": "reg.example/x:1"}]},
+               "status": {"phase": "Pending"}}
+    failed = [{"reason": "Failed", "message": 'Failed to pull image "reg.example/x:1": not found'}]
+    assert 'reg.example/x:1 could not be pulled (ErrImagePull: Failed to pull image "reg.example/x:1": ' \
+           'not found)' in str(explain_pod(pending, failed))
     events = [{"reason": "FailedScheduling", "message": "0/3 nodes are available: 3 Insufficient nvidia.com/gpu."}]
     assert unschedulable_reason(events).startswith("No node has a free GPU (nvidia.com/gpu) for this session now")
     assert describe_event({"reason": "Pulling", "message": 'Pulling image "x"'}) == 'Kubernetes: Pulling image "x"'
