@@ -319,6 +319,12 @@ def main() -> None:
             d, v = s["daas-hub", role, mode], s["vanilla", role, mode]
             print(f"  {role:8} {mode:4} p50 {d['p50'] / v['p50']:.2f}x  p95 {d['p95'] / v['p95']:.2f}x  "
                   f"req/s {d['rps'] / v['rps']:.2f}x  hub CPU {ratio(d['hub_cpu'], v['hub_cpu'])}")
+    print(f"what the check adds per visitor request (daas-hub - vanilla, {args.requests} requests a run)")
+    for mode in modes:
+        d, v = s["daas-hub", "visitor", mode], s["vanilla", "visitor", mode]
+        print(f"  {mode:4} latency p50 {d['p50'] - v['p50']:+.1f} ms  p95 {d['p95'] - v['p95']:+.1f} ms   "
+              f"hub CPU {(d['hub_cpu'] - v['hub_cpu']) / args.requests * 1000:+.2f} ms   "
+              f"session CPU {(d['ses_cpu'] - v['ses_cpu']) / args.requests * 1000:+.2f} ms")
     print(f"load after: {load()}")
 
 
