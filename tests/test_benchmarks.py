@@ -50,6 +50,20 @@ def test_burst_smoke():
     assert "ratios daas-hub / vanilla" in out and "one session alone" in out
 
 
+@pytest.mark.hub
+def test_visitor_requests_smoke():
+    """Both hubs, alice's session shared with bob: a row per hub, person, sign-in and mode, and the ratios
+    (figures printed, not asserted)."""
+    out = run_smoke("visitor_requests.py", timeout=600)
+    rows = [line.split() for line in out.splitlines()
+            if line.split()[:1] in (["daas-hub"], ["vanilla"]) and len(line.split()) == 11]  # the table
+    assert all(re.fullmatch(r"[\d.]+", x) for r in rows for x in r[4:]), out  # p50 .. hub asks/req
+    cases = {(hub, who, auth, mode) for hub in ("daas-hub", "vanilla") for who in ("owner", "visitor")
+             for auth in ("token", "cookie") for mode in ("seq", "x2")}
+    assert sorted(tuple(r[:4]) for r in rows) == sorted(cases), out
+    assert "ratios visitor / owner" in out and "ratios daas-hub / vanilla" in out, out
+
+
 def test_proposal_lookup_smoke():
     out = run_smoke("proposal_lookup.py")
     assert "yaml cached" in out and "sql cached" in out
