@@ -465,6 +465,36 @@ def network_policy(site: KubeSite) -> dict:
     }
 
 
+# -- which pod and events belong to this start
+#: annotation with the id of the start that created a pod
+START_ANNOTATION = f"{LABEL_PREFIX}/start"
+
+
+def pod_of_start(pod: dict | None, start_id: str | None) -> dict | None:
+    """``pod`` if this start created it (its start annotation), else None.
+
+    A pod of the same name deleted a moment before (a refused start, a stop) can still be in
+    the hub's view of the cluster when the next start begins; its status (ErrImagePull) must
+    not end the new start.
+    """
+    annotations = ((pod or {}).get("metadata") or {}).get("annotations") or {}
+    return pod if start_id and annotations.get(START_ANNOTATION) == start_id else None
+
+
+def events_of_pod(pod: dict | None, events: list[dict]) -> list[dict]:
+    """The events about this very pod (by its uid), in the order given.
+
+    KubeSpawner tells a pod's events from those of an earlier pod of the same name by their
+    place in a list sorted on second-resolution timestamps, which its periodic re-list can
+    reorder: a new pod's FailedScheduling could be dropped (the start then hung) or an old
+    pod's failed pull kept. The uid cannot be confused.
+    """
+    uid = ((pod or {}).get("metadata") or {}).get("uid")
+    if not uid:
+        return []
+    return [e for e in events if (e.get("involvedObject") or {}).get("uid") == uid]
+
+
 # -- what the cluster says, as sentences
 _IMAGE_REASONS = ("ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull")
 

@@ -18,6 +18,7 @@ Polling, stopping and finding pods after a hub restart are KubeSpawner's own
 from __future__ import annotations
 
 import asyncio
+import secrets
 import time
 
 from kubernetes_asyncio.client.rest import ApiException
@@ -28,14 +29,17 @@ from traitlets import Dict, Float, List, Unicode, default
 from daas_hub.access import stale_notice
 from daas_hub.errors import SettingsError
 from daas_hub.kube import (
+    START_ANNOTATION,
     KubeOrder,
     KubeRefusal,
     KubeSite,
     describe_event,
+    events_of_pod,
     explain_api_error,
     explain_pod,
     network_policy,
     parse_kube_site,
+    pod_of_start,
     session_settings,
     unschedulable_reason,
 )
@@ -202,6 +206,8 @@ class KubeSessionSpawner(SessionSetup, KubeSpawner):
         for name, value in session.traits.items():
             setattr(self, name, value)
         self._session_env = dict(session.env)
+        self._start_id = secrets.token_hex(8)
+        self.extra_annotations = {**self.extra_annotations, START_ANNOTATION: self._start_id}
         self._gpu_resource = site.gpu_resource
         try:
             if site.network.manage:
@@ -228,7 +234,7 @@ class KubeSessionSpawner(SessionSetup, KubeSpawner):
         waited_for_node = None
         while not started.done():
             await asyncio.sleep(1)
-            pod = self.pod_reflector.pods.get(f"{self.namespace}/{self.pod_name}") if self.pod_reflector else None
+            pod = self._pod_of_this_start()
             events = self.events
             refusal = explain_pod(pod, events)
             if refusal is None:
@@ -252,6 +258,20 @@ class KubeSessionSpawner(SessionSetup, KubeSpawner):
                     self.log.exception("Could not delete the pod of %s", self._log_name)
                 return err
         return None
+
+    _start_id: str | None = None
+
+    def _pod_of_this_start(self) -> dict | None:
+        pod = self.pod_reflector.pods.get(f"{self.namespace}/{self.pod_name}") if self.pod_reflector else None
+        return pod_of_start(pod, self._start_id)
+
+    @property
+    def events(self) -> list[dict]:
+        """The events of the pod this start created (none before it exists), for the progress
+        page and the refusals; see :func:`daas_hub.kube.events_of_pod`."""
+        if not self.event_reflector:
+            return []
+        return events_of_pod(self._pod_of_this_start(), self.event_reflector.events)
 
     async def _ensure_network_policy(self, site: KubeSite) -> None:
         """Create (or bring up to date) the namespace's NetworkPolicy, once per hub."""

@@ -20,6 +20,7 @@ import re
 import shutil
 import sys
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import kube_cluster
@@ -190,6 +191,11 @@ def test_pod_deleted_behind_the_hub_is_shown_stopped_within_one_poll(kube_hub, a
     assert "jupyter-bob" not in pods(apiserver)
 
 
+def pod_events(apiserver, name: str) -> list[dict]:
+    items = apiserver.request("GET", f"/api/v1/namespaces/{kube_cluster.NAMESPACE}/events").json()["items"]
+    return [e for e in items if e["involvedObject"]["name"] == name]
+
+
 def failed_message(hub, user, seen: list | None = None) -> str:
     """The last progress message of a failed spawn; ``seen`` gets every message."""
     events = hub.progress(user, until="Spawn failed")
@@ -211,16 +217,25 @@ def test_refusals_are_sentences(kube_hub, apiserver):
                      r"\((ErrImagePull|ImagePullBackOff): .*not found", message), message
     assert "Traceback" not in message
     wait_until(lambda: "jupyter-bob" not in pods(apiserver), timeout=30, what="the pod deleted")
-    # no node has the GPU (another person: a new pod of the same name right after a deleted one is
-    # a separate race, kept out of this test)
-    staff = kube_hub.signed_in("dave")
-    assert kube_hub.submit_form(staff, "dave", profile="python", cpu=1, memory=1, gpu=1).status_code == 200
+    # no node has the GPU: the same person, so a pod of the same name right after the deleted one;
+    # an event of the deleted pod that sorts after the new start (as KubeSpawner's re-list can
+    # order them) must not speak for the new pod
+    pulls = [e for e in pod_events(apiserver, "jupyter-bob") if e["reason"] == "Failed"]
+    old_uid = max(pulls, key=lambda e: e["lastTimestamp"])["involvedObject"]["uid"]
+    assert kube_hub.submit_form(session, "bob", profile="python", cpu=1, memory=1, gpu=1).status_code == 200
+    later = (datetime.now(UTC) + timedelta(minutes=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    apiserver.create(f"/api/v1/namespaces/{kube_cluster.NAMESPACE}/events", {
+        "metadata": {"generateName": "jupyter-bob."},
+        "involvedObject": {"kind": "Pod", "name": "jupyter-bob", "namespace": kube_cluster.NAMESPACE, "uid": old_uid},
+        "reason": "Failed", "message": f'Failed to pull image "{MISSING_IMAGE}": not found', "type": "Warning",
+        "count": 1, "firstTimestamp": later, "lastTimestamp": later, "source": {"component": "test-kubelet"}})
     seen = []
-    message = failed_message(kube_hub, "dave", seen)
+    message = failed_message(kube_hub, "bob", seen)
     assert "Waiting for a node: 0/1 nodes are available: 1 Insufficient nvidia.com/gpu." in seen, seen
     assert "No node has a free GPU (nvidia.com/gpu) for this session now: 0/1 nodes are available: " \
            "1 Insufficient nvidia.com/gpu." in message, message
-    wait_until(lambda: "jupyter-dave" not in pods(apiserver), timeout=30, what="the pod deleted")
+    assert not any("Failed to pull" in m for m in seen), seen
+    wait_until(lambda: "jupyter-bob" not in pods(apiserver), timeout=30, what="the pod deleted")
     # the namespace's quota is used up (the quota controller's status is written by hand)
     quotas = f"/api/v1/namespaces/{kube_cluster.NAMESPACE}/resourcequotas"
     apiserver.create(quotas, {"metadata": {"name": "sessions"}, "spec": {"hard": {"pods": "0"}}})

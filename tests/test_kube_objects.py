@@ -21,16 +21,19 @@ import pytest
 
 from daas_hub.errors import SettingsError
 from daas_hub.kube import (
+    START_ANNOTATION,
     KubeOrder,
     KubeRefusal,
     describe_event,
     dns_label,
+    events_of_pod,
     explain_api_error,
     explain_pod,
     is_dns_label,
     label_value,
     network_policy,
     parse_kube_site,
+    pod_of_start,
     session_settings,
     unschedulable_reason,
 )
@@ -515,3 +518,25 @@ def test_images_must_name_profiles():
     with pytest.raises(SettingsError) as e:
         check_images(parse_kube_site({"images": {"pythn": "x"}}, "site.yaml"), CATALOGUE.profiles)
     assert e.value.entry == "spawner > kubernetes > images > pythn" and 'no profile "pythn"' in e.value.problem
+
+
+def test_a_start_reads_only_its_own_pod_and_events():
+    """A refused start's pod (same name, image missing) must not speak for the next start."""
+    old = {"metadata": {"name": "jupyter-bob", "uid": "u-old", "annotations": {START_ANNOTATION: "s1"}},
+           "status": {"containerStatuses": [{"image": "x", "state": {"waiting": {"reason": "ErrImagePull"}}}]}}
+    new = {"metadata": {"name": "jupyter-bob", "uid": "u-new", "annotations": {START_ANNOTATION: "s2"}},
+           "status": {"phase": "Pending"}}
+    assert pod_of_start(old, "s2") is None and pod_of_start(new, "s2") is new
+    assert pod_of_start(new, None) is None and pod_of_start(None, "s2") is None
+    # the same second, in the order a re-list gives (by name): the old pod's events after the new one's
+    events = [
+        {"involvedObject": {"name": "jupyter-bob", "uid": "u-new"}, "reason": "FailedScheduling",
+         "message": "0/1 nodes are available: 1 Insufficient nvidia.com/gpu.", "lastTimestamp": "2026-11-30T11:34:04Z"},
+        {"involvedObject": {"name": "jupyter-bob", "uid": "u-old"}, "reason": "Failed",
+         "message": 'Failed to pull image "x": not found', "lastTimestamp": "2026-11-30T11:34:04Z"},
+    ]
+    mine = events_of_pod(new, events)
+    assert [e["reason"] for e in mine] == ["FailedScheduling"]
+    assert explain_pod(new, mine) is None
+    assert unschedulable_reason(mine).startswith("No node has a free GPU")
+    assert events_of_pod(None, events) == [] and events_of_pod({"metadata": {}}, events) == []
