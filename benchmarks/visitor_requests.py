@@ -13,10 +13,10 @@ backend, run side by side in the same run:
   folder, given as ``JUPYTER_CONFIG_DIR`` by ``c.Spawner.environment``). The session
   then uses JupyterHub's own identity provider: HubAuth keeps the hub's answer about
   everyone, visitors included, for ``HubOAuth.cache_max_age`` (300 s). Everything else
-  (spawner, session program, other extensions) is the same. A command-line
-  ``--ServerApp.jpserver_extensions`` in ``c.Spawner.args`` cannot be used for this:
-  daas-hub-singleuser already gives one, and a second makes the session exit ("expected
-  a dict, not the list").
+  (spawner, session program, other extensions) is the same. (A command-line
+  ``--ServerApp.jpserver_extensions`` in ``c.Spawner.args`` would do too: daas-hub-singleuser
+  merges it into its own, docs/local-backend.md; the config folder is what the benchmark
+  was measured with.)
 
 On each hub alice (MX-1001) signs in through the demo login form, starts her session
 from the spawn form and shares it with bob (a member of MX-1001) through

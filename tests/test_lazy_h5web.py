@@ -39,7 +39,7 @@ def lab():
     proc = subprocess.Popen(
         [sys.executable, "-c", LAUNCH, "--no-browser", f"--port={port}", "--ServerApp.ip=127.0.0.1",
          f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={home}",
-         *(["--allow-root"] if os.geteuid() == 0 else []), *session_args()],
+         *(["--allow-root"] if os.geteuid() == 0 else []), *session_args(h5web=True)],
         cwd=home, env=env, stdout=subprocess.DEVNULL, stderr=log.open("w"), start_new_session=True,
     )
     url = f"http://127.0.0.1:{port}"

@@ -1,0 +1,66 @@
+"""Language servers switched back on the documented way (docs/local-backend.md), on a real hub.
+
+A real JupyterHub + configurable-http-proxy on the demo site (local backend), with the
+one line docs/local-backend.md gives sites that install language servers::
+
+    c.LocalSpawner.args = ["--ServerApp.jpserver_extensions={'jupyter_lsp': True}"]
+
+alice's session (the installed ``daas-hub-singleuser``, started by the hub on a free
+loopback port with a fresh home) starts, answers through the proxy, and serves
+jupyter_lsp's ``/lsp/status``; the sessions' other switches stay (the HDF5 endpoints
+still deferred). Before the fix the session exited at start: traitlets saw the option
+twice ("expected a dict, not the list"). The merge itself, and malformed values:
+tests/test_singleuser.py.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+
+import pytest
+import requests
+
+from conftest import REPO, make_world_dir, start_hub, stop_process
+
+pytestmark = pytest.mark.hub
+
+SITE_LINE = "c.LocalSpawner.args = [\"--ServerApp.jpserver_extensions={'jupyter_lsp': True}\"]"
+
+
+@pytest.fixture
+def hub():
+    from daas_hub.demo import ensure_demo_site
+
+    site = make_world_dir("daas-hub-lsp-")
+    ensure_demo_site(site)
+    h = start_hub(site, extra_config=SITE_LINE)
+    try:
+        yield h
+    finally:
+        if h.proc.poll() is None:
+            for u in h.api("GET", "/users").json():
+                for name in list(u.get("servers", {})):
+                    h.stop_server(u["name"], server=name)
+        stop_process(h.proc, timeout=60)
+        shutil.rmtree(site, ignore_errors=True)
+
+
+def test_the_documented_line_switches_language_servers_on(hub):
+    assert SITE_LINE in (REPO / "docs/local-backend.md").read_text()  # the docs' own line, verbatim
+    hub.api("POST", "/users/alice")  # created by an admin (201), or already there (409)
+    r = hub.api("POST", "/users/alice/server", json={})
+    assert r.status_code in (201, 202), r.text
+    hub.wait_ready("alice", timeout=240)
+
+    assert hub.server_api("alice", "GET", "/status").status_code == 200  # the session answers
+    r = requests.get(f"{hub.url}/user/alice/lsp/status", headers={"Authorization": f"token {hub.token}"},
+                     timeout=60)
+    assert r.status_code == 200, r.text[:500]  # jupyter_lsp's own handler: the extension is on
+    assert r.json()["version"] == 2 and "sessions" in r.json(), r.text[:500]
+
+    log = hub.log_text()
+    assert "expected a dict" not in log, log[-3000:]
+    loaded = set(re.findall(r"\] (\S+) \| extension was successfully loaded", log))
+    assert {"jupyter_lsp", "daas_hub.lazy_h5web"} <= loaded, sorted(loaded)  # the other switches stayed
+    assert "jupyterlab_h5web" not in loaded, sorted(loaded)
