@@ -60,6 +60,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import itertools
 import json
 import os
 import re
@@ -355,17 +356,12 @@ def main() -> None:
                 for role in WHO:
                     print(row((kind, role, auth, mode), s[kind, role, auth, mode]))
     print("\nratios visitor / owner")
-    for mode in modes:
-        for auth in auths:
-            for kind in KINDS:
-                print(f"  {kind:8} {auth:6} {mode:4} "
-                      f"{compare(s[kind, 'visitor', auth, mode], s[kind, 'owner', auth, mode])}")
+    for mode, auth, kind in itertools.product(modes, auths, KINDS):
+        print(f"  {kind:8} {auth:6} {mode:4} {compare(s[kind, 'visitor', auth, mode], s[kind, 'owner', auth, mode])}")
     print("ratios daas-hub / vanilla")
-    for mode in modes:
-        for auth in auths:
-            for role in WHO:
-                print(f"  {role:8} {auth:6} {mode:4} "
-                      f"{compare(s['daas-hub', role, auth, mode], s['vanilla', role, auth, mode])}")
+    for mode, auth, role in itertools.product(modes, auths, WHO):
+        print(f"  {role:8} {auth:6} {mode:4} "
+              f"{compare(s['daas-hub', role, auth, mode], s['vanilla', role, auth, mode])}")
     print(f"what the check adds per visitor request (daas-hub - vanilla, {args.requests} requests a run)")
     for mode in modes:
         for auth in auths:
