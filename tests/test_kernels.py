@@ -24,8 +24,9 @@ import pytest
 import requests
 from traitlets.config import Config
 
-from conftest import free_port, make_world_dir, stop_process, wait_until
 from daas_hub.spawners.kernels import PROVISIONER_NAME, autogroup_nice, parse_autogroup, site_provisioner
+
+from conftest import free_port, make_world_dir, stop_process, wait_until
 
 SESSION_NICE = 10
 
