@@ -163,3 +163,47 @@ def test_the_provisioner_is_registered():
 
     (ep,) = entry_points(group="jupyter_client.kernel_provisioners", name=PROVISIONER_NAME)
     assert ep.load() is SessionPriorityProvisioner
+
+
+@pytest.fixture
+def site():
+    from daas_hub.demo import ensure_demo_site
+
+    folder = make_world_dir("daas-hub-kernels-")
+    ensure_demo_site(folder)
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.mark.hub
+@needs_autogroups
+def test_through_the_hub_a_sessions_kernel_has_the_session_nice(site):
+    """The real hub on the local backend, a session as its facility account (not root), a
+    non-default ``session_nice`` (7): the session's kernel runs in an autogroup at nice 7."""
+    from conftest import start_hub
+
+    hub = start_hub(site, extra_args=["--LocalSpawner.session_nice=7"])
+    try:
+        hub.api("POST", "/users/alice")
+        r = hub.api("POST", "/users/alice/server", json={})
+        assert r.status_code in (201, 202), r.text
+        hub.wait_ready("alice", timeout=240)
+        r = hub.server_api("alice", "POST", "/kernels", json={"name": "python3"})
+        assert r.status_code == 201, r.text[:500]
+
+        def kernel():
+            for p in psutil.Process(hub.proc.pid).children(recursive=True):
+                try:
+                    if "ipykernel_launcher" in " ".join(p.cmdline()) and p.environ().get("JUPYTERHUB_USER") == "alice":
+                        return p
+                except psutil.Error:
+                    continue
+            return None
+
+        k = wait_until(kernel, timeout=60, what="alice's kernel")
+        assert k.uids().real != 0
+        assert autogroup_nice(k.pid) == 7
+    finally:
+        if hub.proc.poll() is None:
+            hub.stop_all_servers()
+        stop_process(hub.proc, timeout=60)
