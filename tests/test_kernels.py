@@ -86,7 +86,7 @@ def _kernelspec(data_dir: Path, name: str, *, provisioner: str | None) -> None:
     (data_dir / "kernels" / name / "kernel.json").write_text(json.dumps(spec))
 
 
-def kernel_autogroup_nice(extension: bool, kernel_name: str = "python3") -> int | None:
+def kernel_autogroup_nice(extension: bool, kernel_name: str = "python3", environ: dict | None = None) -> int | None:
     """Start a server as a local session, one kernel in it; the kernel's autogroup nice."""
     home = make_world_dir("daas-kernels-")
     _kernelspec(home / "data", "plain", provisioner="local-provisioner")
@@ -95,6 +95,7 @@ def kernel_autogroup_nice(extension: bool, kernel_name: str = "python3") -> int 
     env = {**os.environ, "HOME": str(home), "JUPYTER_CONFIG_DIR": str(home / ".jupyter"),
            "JUPYTER_DATA_DIR": str(home / "data"), "JUPYTER_RUNTIME_DIR": str(home / "runtime")}
     env.pop("JUPYTER_DEFAULT_PROVISIONER_NAME", None)
+    env.update(environ or {})
     switch = [] if extension else ["--ServerApp.jpserver_extensions={'daas_hub.spawners.kernels': False}"]
     proc = subprocess.Popen(
         [sys.executable, "-m", "jupyter_server", "--no-browser", f"--port={port}", "--ServerApp.ip=127.0.0.1",
@@ -149,6 +150,12 @@ def test_a_kernel_gets_its_sessions_autogroup_nice():
 @needs_autogroups
 def test_without_the_extension_a_kernel_is_at_nice_0():
     assert kernel_autogroup_nice(extension=False) == 0
+
+
+@needs_autogroups
+def test_a_site_that_chose_a_provisioner_keeps_it():
+    """The off switch of docs/local-backend.md: JUPYTER_DEFAULT_PROVISIONER_NAME in the session's environment."""
+    assert kernel_autogroup_nice(extension=True, environ={"JUPYTER_DEFAULT_PROVISIONER_NAME": "local-provisioner"}) == 0
 
 
 @needs_autogroups
