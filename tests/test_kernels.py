@@ -1,7 +1,6 @@
 """Kernels run at their session's CPU priority (daas_hub/spawners/kernels.py).
 
-The pure parts (the ``/proc/<pid>/autogroup`` parser, the site's own choice of
-provisioner) as tables; then the installed Jupyter server (this venv, its
+The pure parts are in tests/test_kernels_units.py. Here the installed Jupyter server (this venv, its
 ``etc/jupyter/jupyter_server_config.d``) started as the local backend starts a
 session: in a session of its own whose autogroup nice is 10
 (:func:`daas_hub.spawners.burst.lower_priority`). A kernel started through the REST
@@ -22,9 +21,8 @@ from pathlib import Path
 import psutil
 import pytest
 import requests
-from traitlets.config import Config
 
-from daas_hub.spawners.kernels import PROVISIONER_NAME, autogroup_nice, parse_autogroup, site_provisioner
+from daas_hub.spawners.kernels import autogroup_nice
 
 from conftest import free_port, make_world_dir, stop_process, wait_until
 
@@ -36,39 +34,6 @@ def autogroups_enabled() -> bool:
         return Path("/proc/sys/kernel/sched_autogroup_enabled").read_text().strip() == "1"
     except OSError:
         return False
-
-
-@pytest.mark.parametrize("text, nice", [
-    ("/autogroup-123 nice 10\n", 10),
-    ("/autogroup-9244 nice 0\n", 0),
-    ("/autogroup-1 nice -5", -5),
-    ("/autogroup-77 nice 19\n", 19),
-    ("", None),
-    ("/autogroup-123 nice ten\n", None),
-    ("autogroup-123 nice 10\n", None),
-    ("/autogroup-123 nice 10 extra\n", None),
-])
-def test_parse_autogroup(text, nice):
-    assert parse_autogroup(text) == nice
-
-
-def test_no_autogroup_file_is_none(tmp_path):
-    assert autogroup_nice(123, proc=str(tmp_path)) is None
-    (tmp_path / "123").mkdir()
-    (tmp_path / "123" / "autogroup").write_text("/autogroup-5 nice 7\n")
-    assert autogroup_nice(123, proc=str(tmp_path)) == 7
-
-
-@pytest.mark.parametrize("config, environ, chosen", [
-    ({}, {}, None),
-    ({"KernelProvisionerFactory": {"default_provisioner_name": "site-one"}}, {}, "site-one"),
-    ({"KernelProvisionerFactory": {}}, {}, None),
-    ({}, {"JUPYTER_DEFAULT_PROVISIONER_NAME": "from-env"}, "from-env"),
-    ({"KernelProvisionerFactory": {"default_provisioner_name": "site-one"}},
-     {"JUPYTER_DEFAULT_PROVISIONER_NAME": "from-env"}, "site-one"),
-])
-def test_site_provisioner(config, environ, chosen):
-    assert site_provisioner(Config(config), environ) == chosen
 
 
 def _session_priority():  # preexec_fn: what the local backend's make_preexec_fn does
@@ -161,15 +126,6 @@ def test_a_site_that_chose_a_provisioner_keeps_it():
 @needs_autogroups
 def test_a_kernelspec_naming_its_own_provisioner_keeps_it():
     assert kernel_autogroup_nice(extension=True, kernel_name="plain") == 0
-
-
-def test_the_provisioner_is_registered():
-    from importlib.metadata import entry_points
-
-    from daas_hub.spawners.kernels import SessionPriorityProvisioner
-
-    (ep,) = entry_points(group="jupyter_client.kernel_provisioners", name=PROVISIONER_NAME)
-    assert ep.load() is SessionPriorityProvisioner
 
 
 @pytest.fixture
