@@ -42,7 +42,7 @@ UNIT_TESTS := $(addprefix tests/,test_core.py test_options.py test_profiles.py t
   test_oidc_unit.py test_spawn_form_context.py test_spawn_errors.py test_slurm_script.py test_desktop_units.py \
   test_quickstart_slurm.py test_helm_values.py test_kube_objects.py test_images_static.py test_operations_units.py \
   test_teams_units.py test_startqueue.py test_courses.py test_provenance.py test_sources_settings.py \
-  test_singleuser.py)
+  test_singleuser.py test_kernels_units.py)
 
 test: install-test
 	$(VENV)/bin/ruff check .

@@ -88,3 +88,13 @@ def test_usage_report_smoke():
     assert r.returncode == 0, r.stdout + r.stderr
     (row,) = [line for line in r.stdout.splitlines() if line.split() and line.split()[0] == "1000"]
     assert len(row.split()) == 4, row
+
+
+@pytest.mark.hub
+def test_busy_kernels_smoke():
+    """Both hubs, one busy kernel each: an idle and a busy row per hub (figures printed, not
+    asserted; the kernels' autogroup nice values are what tests/test_kernels.py checks)."""
+    out = run_smoke("busy_kernels.py", timeout=600)
+    rows = [line.split() for line in out.splitlines() if line.split()[:1] in (["daas-hub"], ["off"])]
+    assert sorted(r[1] for r in rows) == ["1", "1", "idle", "idle"], out  # "1 busy" splits in two
+    assert all(re.fullmatch(r"[\d.]+", x) for r in rows for x in r[-5:-1]), out  # p50 .. hub CPU-s
