@@ -51,7 +51,8 @@ def test_imports_and_entry_points(clean_venv):
         "from importlib.metadata import entry_points\n"
         "for group, name in [('jupyterhub.authenticators', 'daas-demo'), ('jupyterhub.spawners', 'daas-local'),"
         " ('jupyterhub.spawners', 'daas'), ('jupyterhub.spawners', 'daas-slurm'), ('jupyterhub.spawners', 'daas-kubernetes'),"
-        " ('jupyterhub.authenticators', 'daas-oidc'), ('jupyterhub.authenticators', 'daas-multi')]:\n"
+        " ('jupyterhub.authenticators', 'daas-oidc'), ('jupyterhub.authenticators', 'daas-multi'),"
+        " ('jupyter_client.kernel_provisioners', 'daas-session-priority')]:\n"
         "    (ep,) = [e for e in entry_points(group=group) if e.name == name]\n"
         "    print(group, name, ep.load().__module__)\n"
     )
@@ -67,6 +68,10 @@ def test_imports_and_entry_points(clean_venv):
     # desktops come from the session's server extension, enabled by a packaged config file
     enabled = clean_venv / "etc/jupyter/jupyter_server_config.d/daas_hub_proxies.json"
     assert '"daas_hub.proxies.extension": true' in enabled.read_text()
+    # kernels at their session's CPU priority: the provisioner, made the default by its server extension
+    assert "daas-session-priority daas_hub.spawners.kernels" in out
+    kernels = clean_venv / "etc/jupyter/jupyter_server_config.d/daas_hub_kernels.json"
+    assert '"daas_hub.spawners.kernels": true' in kernels.read_text()
     assert (clean_venv / "bin/daas-hub").exists() and (clean_venv / "bin/daas-hub-session").exists()
 
 
