@@ -32,7 +32,6 @@ average is printed before and after. Figures are printed, never asserted.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import sys
@@ -45,7 +44,7 @@ import requests
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
-from conftest import Hub, make_world_dir, start_hub, stop_process, wait_until  # noqa: E402
+from conftest import Hub, start_demo_hub, stop_process, wait_until  # noqa: E402
 
 KINDS = ("daas-hub", "off")
 USERS = ("alice", "bob", "carol")
@@ -53,30 +52,10 @@ GAP = 0.02
 WARM_UP = 5
 SETTLE = 2.0
 
-#: the sessions' own config folder that switches the kernels extension off
-OFF_CONFIG = """
-c.Spawner.environment = {{"JUPYTER_CONFIG_DIR": {config_dir!r}}}
-"""
-
 
 def start(kind: str) -> tuple[Hub, Path]:
-    from daas_hub.demo import ensure_demo_site
-
-    site = make_world_dir(f"busy-kernels-{kind}-")
-    ensure_demo_site(site)
-    extra = ""
-    if kind == "off":
-        config_dir = site / "session-jupyter-config"
-        config_dir.mkdir(mode=0o755)
-        off = {"ServerApp": {"jpserver_extensions": {"daas_hub.spawners.kernels": False}}}
-        (config_dir / "jupyter_server_config.json").write_text(json.dumps(off))
-        (config_dir / "jupyter_server_config.json").chmod(0o644)
-        extra = OFF_CONFIG.format(config_dir=str(config_dir))
-    try:
-        return start_hub(site, extra_config=extra), site
-    except BaseException:
-        shutil.rmtree(site, ignore_errors=True)
-        raise
+    off = ("daas_hub.spawners.kernels",) if kind == "off" else ()
+    return start_demo_hub(f"busy-kernels-{kind}-", extensions_off=off)
 
 
 def autogroup_nice(pid: int) -> str:

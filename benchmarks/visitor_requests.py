@@ -61,7 +61,6 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import itertools
-import json
 import os
 import re
 import shutil
@@ -76,37 +75,17 @@ import requests
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
-from conftest import Hub, make_world_dir, start_hub, stop_process  # noqa: E402
+from conftest import Hub, start_demo_hub, stop_process  # noqa: E402
 
 KINDS = ("daas-hub", "vanilla")
 WHO = {"owner": "alice", "visitor": "bob"}
 AUTHS = ("token", "cookie")
 WARM_UP = 5
 
-#: the session's own config folder that switches the visitors extension off (vanilla)
-VANILLA_CONFIG = """
-c.Spawner.environment = {{"JUPYTER_CONFIG_DIR": {config_dir!r}}}
-"""
-
 
 def start(kind: str) -> tuple[Hub, Path]:
-    from daas_hub.demo import ensure_demo_site
-
-    site = make_world_dir(f"visitor-bench-{kind}-")
-    ensure_demo_site(site)
-    extra = ""
-    if kind == "vanilla":
-        config_dir = site / "session-jupyter-config"
-        config_dir.mkdir(mode=0o755)
-        off = {"ServerApp": {"jpserver_extensions": {"daas_hub.spawners.visitors": False}}}
-        (config_dir / "jupyter_server_config.json").write_text(json.dumps(off))
-        (config_dir / "jupyter_server_config.json").chmod(0o644)
-        extra = VANILLA_CONFIG.format(config_dir=str(config_dir))
-    try:
-        return start_hub(site, extra_config=extra), site
-    except BaseException:
-        shutil.rmtree(site, ignore_errors=True)
-        raise
+    off = ("daas_hub.spawners.visitors",) if kind == "vanilla" else ()
+    return start_demo_hub(f"visitor-bench-{kind}-", extensions_off=off)
 
 
 def xsrf(session: requests.Session) -> dict:

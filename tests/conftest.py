@@ -216,6 +216,29 @@ c.JupyterHub.load_roles.append({{
 """
 
 
+def start_demo_hub(prefix: str, *, extensions_off: tuple[str, ...] = ()) -> tuple[Hub, Path]:
+    """A hub on a fresh demo site (local backend); ``extensions_off``: server extensions switched
+    off in its sessions, through the sessions' own Jupyter config folder (benchmarks compare a
+    daas-hub lever with JupyterHub's behaviour this way)."""
+    from daas_hub.demo import ensure_demo_site
+
+    site = make_world_dir(prefix)
+    ensure_demo_site(site)
+    extra = ""
+    if extensions_off:
+        config_dir = site / "session-jupyter-config"
+        config_dir.mkdir(mode=0o755)
+        off = {"ServerApp": {"jpserver_extensions": {name: False for name in extensions_off}}}
+        (config_dir / "jupyter_server_config.json").write_text(json.dumps(off))
+        (config_dir / "jupyter_server_config.json").chmod(0o644)
+        extra = f"c.Spawner.environment = {{'JUPYTER_CONFIG_DIR': {str(config_dir)!r}}}\n"
+    try:
+        return start_hub(site, extra_config=extra), site
+    except BaseException:
+        shutil.rmtree(site, ignore_errors=True)
+        raise
+
+
 def start_hub(site: Path, *, settings: Path | None = None, extra_args=(), wait: bool = True, bin_dir: Path = BIN,
               port: int | None = None, env: dict | None = None, extra_config: str = ""):
     """Start ``jupyterhub -f jupyterhub_config.py`` for the site and wait for it.
@@ -273,6 +296,17 @@ def demo_site():
     from daas_hub.demo import ensure_demo_site
 
     folder = make_world_dir("daas-hub-site-")
+    ensure_demo_site(folder)
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
+def fresh_demo_site():
+    """A demo facility of the test's own (for a test that changes the site or stops its hub)."""
+    from daas_hub.demo import ensure_demo_site
+
+    folder = make_world_dir("daas-hub-fresh-")
     ensure_demo_site(folder)
     yield folder
     shutil.rmtree(folder, ignore_errors=True)

@@ -20,7 +20,7 @@ import psutil
 import pytest
 import requests
 
-from conftest import make_world_dir, start_hub, stop_process, wait_until
+from conftest import start_hub, stop_process, wait_until
 
 pytestmark = pytest.mark.hub
 
@@ -29,13 +29,8 @@ HUB_ARGS = [f"--Spawner.poll_interval={POLL}", "--Spawner.poll_jitter=0"]
 
 
 @pytest.fixture
-def site():
-    from daas_hub.demo import ensure_demo_site
-
-    folder = make_world_dir("daas-hub-faults-")
-    ensure_demo_site(folder)
-    yield folder
-    shutil.rmtree(folder, ignore_errors=True)
+def site(fresh_demo_site):
+    return fresh_demo_site
 
 
 def session_pid(hub, user) -> int:

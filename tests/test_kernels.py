@@ -129,13 +129,8 @@ def test_a_kernelspec_naming_its_own_provisioner_keeps_it():
 
 
 @pytest.fixture
-def site():
-    from daas_hub.demo import ensure_demo_site
-
-    folder = make_world_dir("daas-hub-kernels-")
-    ensure_demo_site(folder)
-    yield folder
-    shutil.rmtree(folder, ignore_errors=True)
+def site(fresh_demo_site):
+    return fresh_demo_site
 
 
 @pytest.mark.hub
