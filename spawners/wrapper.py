@@ -57,6 +57,25 @@ from .teams import end_shares
 #: attributes the hub sets on its spawner during a spawn, which the child needs too
 FORWARDED = ("api_token", "port", "admin_access", "cert_paths")
 
+#: JupyterHub Spawner settings only the backend's spawner reads (the hub never reads them from
+#: DaasSpawner): set as ``c.DaasSpawner.<name>`` they would do nothing
+BACKEND_SETTINGS = ("args", "cmd", "environment", "env_keep", "notebook_dir", "default_url", "disable_user_config",
+                    "mem_limit", "mem_guarantee", "cpu_limit", "cpu_guarantee")
+
+
+def misplaced_backend_settings(config) -> list[str]:
+    """The :data:`BACKEND_SETTINGS` a site set on ``c.DaasSpawner`` (a traitlets Config), sorted."""
+    section = config["DaasSpawner"] if "DaasSpawner" in config else {}
+    return sorted(name for name in BACKEND_SETTINGS if name in section)
+
+
+def misplaced_backend_settings_message(names: list[str]) -> str:
+    settings = ", ".join(f"c.DaasSpawner.{n}" for n in names)
+    return (f"{settings} {'is' if len(names) == 1 else 'are'} set but do{'es' if len(names) == 1 else ''} nothing: "
+            f"each start runs the backend's own spawner, which reads its own class's settings. Set "
+            f"c.Spawner.{names[0]} (every backend) or c.LocalSpawner.{names[0]} / c.SlurmSpawner.{names[0]} / "
+            f"c.KubeSessionSpawner.{names[0]} instead (docs/spawner.md).")
+
 
 #: how long the hub waits for a start, the start queue included (a day: waiting never fails a start)
 QUEUE_WAIT = 24 * 3600
@@ -235,6 +254,12 @@ class DaasSpawner(SessionOperations, Spawner):
         # the hub's constructor arguments (user, orm_spawner, hub, db session...) build the child
         self._child_kwargs = {k: v for k, v in kwargs.items() if k != "user_options"}
         super().__init__(**kwargs)
+        misplaced = misplaced_backend_settings(self.config)
+        if misplaced and not DaasSpawner._misplaced_warned:
+            DaasSpawner._misplaced_warned = True  # once per hub process, not per user
+            self.log.warning(misplaced_backend_settings_message(misplaced))
+
+    _misplaced_warned = False
 
     def load_state(self, state):
         super().load_state(state)

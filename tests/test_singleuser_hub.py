@@ -64,3 +64,22 @@ def test_the_documented_line_switches_language_servers_on(hub):
     loaded = set(re.findall(r"\] (\S+) \| extension was successfully loaded", log))
     assert {"jupyter_lsp", "daas_hub.lazy_h5web"} <= loaded, sorted(loaded)  # the other switches stayed
     assert "jupyterlab_h5web" not in loaded, sorted(loaded)
+
+
+def test_session_settings_on_the_wrong_class_are_named_in_the_log():
+    """``c.DaasSpawner.args`` never reaches the backend's spawner: the hub says so, once."""
+    from daas_hub.demo import ensure_demo_site
+
+    site = make_world_dir("daas-hub-misplaced-")
+    ensure_demo_site(site)
+    h = start_hub(site, extra_config=SITE_LINE.replace("c.LocalSpawner.", "c.DaasSpawner."))
+    try:
+        for user in ("alice", "bob"):  # each builds its spawner for the form
+            r = h.signed_in(user).get(f"{h.url}/hub/spawn", timeout=60)
+            assert r.status_code == 200, r.text[:500]
+        log = h.log_text()
+        assert log.count("c.DaasSpawner.args is set but does nothing") == 1, log[-3000:]
+        assert "Set c.Spawner.args (every backend) or c.LocalSpawner.args" in log
+    finally:
+        stop_process(h.proc, timeout=60)
+        shutil.rmtree(site, ignore_errors=True)

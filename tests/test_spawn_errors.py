@@ -81,3 +81,21 @@ def test_quotas_are_parsed_once():
     assert sp.quotas is sp.quotas and sp.quotas.for_roles(()).cpu == 4
     sp.role_quotas = {"user": {"cpu": 6}}
     assert sp.quotas.for_roles(()).cpu == 6
+
+
+def test_backend_settings_set_on_the_wrapper_are_named():
+    from traitlets.config import Config
+
+    from daas_hub.spawners.wrapper import misplaced_backend_settings, misplaced_backend_settings_message
+
+    c = Config()
+    c.DaasSpawner.args = ["--ServerApp.jpserver_extensions={'jupyter_lsp': True}"]
+    c.DaasSpawner.environment = {"A": "1"}
+    c.DaasSpawner.start_timeout = 600  # the hub's own: read from DaasSpawner
+    c.LocalSpawner.args = ["--debug"]  # in the right place
+    assert misplaced_backend_settings(c) == ["args", "environment"]
+    message = misplaced_backend_settings_message(["args", "environment"])
+    assert message.startswith("c.DaasSpawner.args, c.DaasSpawner.environment are set but do nothing")
+    assert "Set c.Spawner.args (every backend) or c.LocalSpawner.args / c.SlurmSpawner.args" in message
+    assert misplaced_backend_settings_message(["args"]).startswith("c.DaasSpawner.args is set but does nothing")
+    assert misplaced_backend_settings(Config()) == []
