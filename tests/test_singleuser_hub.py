@@ -16,12 +16,11 @@ tests/test_singleuser.py.
 from __future__ import annotations
 
 import re
-import shutil
 
 import pytest
 import requests
 
-from conftest import REPO, make_world_dir, start_hub, stop_process
+from conftest import REPO, start_hub, stop_process
 
 pytestmark = pytest.mark.hub
 
@@ -29,21 +28,14 @@ SITE_LINE = "c.LocalSpawner.args = [\"--ServerApp.jpserver_extensions={'jupyter_
 
 
 @pytest.fixture
-def hub():
-    from daas_hub.demo import ensure_demo_site
-
-    site = make_world_dir("daas-hub-lsp-")
-    ensure_demo_site(site)
-    h = start_hub(site, extra_config=SITE_LINE)
+def hub(fresh_demo_site):
+    h = start_hub(fresh_demo_site, extra_config=SITE_LINE)
     try:
         yield h
     finally:
         if h.proc.poll() is None:
-            for u in h.api("GET", "/users").json():
-                for name in list(u.get("servers", {})):
-                    h.stop_server(u["name"], server=name)
+            h.stop_all_servers()
         stop_process(h.proc, timeout=60)
-        shutil.rmtree(site, ignore_errors=True)
 
 
 def test_the_documented_line_switches_language_servers_on(hub):
@@ -66,13 +58,9 @@ def test_the_documented_line_switches_language_servers_on(hub):
     assert "jupyterlab_h5web" not in loaded, sorted(loaded)
 
 
-def test_session_settings_on_the_wrong_class_are_named_in_the_log():
+def test_session_settings_on_the_wrong_class_are_named_in_the_log(fresh_demo_site):
     """``c.DaasSpawner.args`` never reaches the backend's spawner: the hub says so, once."""
-    from daas_hub.demo import ensure_demo_site
-
-    site = make_world_dir("daas-hub-misplaced-")
-    ensure_demo_site(site)
-    h = start_hub(site, extra_config=SITE_LINE.replace("c.LocalSpawner.", "c.DaasSpawner."))
+    h = start_hub(fresh_demo_site, extra_config=SITE_LINE.replace("c.LocalSpawner.", "c.DaasSpawner."))
     try:
         for user in ("alice", "bob"):  # each builds its spawner for the form
             r = h.signed_in(user).get(f"{h.url}/hub/spawn", timeout=60)
@@ -82,4 +70,3 @@ def test_session_settings_on_the_wrong_class_are_named_in_the_log():
         assert "Set c.Spawner.args (every backend) or c.LocalSpawner.args" in log
     finally:
         stop_process(h.proc, timeout=60)
-        shutil.rmtree(site, ignore_errors=True)
