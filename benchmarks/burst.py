@@ -57,6 +57,8 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
+from figures import load, pct  # noqa: E402
+
 from conftest import BIN, Hub, free_port, make_world_dir, start_hub, stop_process, wait_until  # noqa: E402
 
 API_TIMEOUT = 60
@@ -89,7 +91,6 @@ c.JupyterHub.load_roles.append({"name": "bench-tokens", "scopes": ["tokens"], "s
 c.JupyterHub.load_roles.append({"name": "bench-driver", "users": ["bench-admin"],
     "scopes": ["admin:users", "admin:servers", "access:servers", "read:users"]})
 """
-
 
 
 def users(n: int) -> list[str]:
@@ -226,13 +227,6 @@ def tree_rss(pid: int) -> int:
         except psutil.Error:
             pass
     return total
-
-
-def pct(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def reachable(hub: Hub, names: list[str]) -> int:
@@ -384,8 +378,7 @@ def main() -> None:
     args = ap.parse_args()
     sizes = [2] if args.smoke else args.sizes
     kinds = [args.only] if args.only else ["daas-hub", "vanilla"]
-    print(f"load before: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f} "
-          f"({os.cpu_count()} cores)", flush=True)
+    print(f"load before: {load()} ({os.cpu_count()} cores)", flush=True)
     results: dict[tuple[int, str], dict] = {}
     singles: dict[str, dict] = {}
     for i, n in enumerate(sizes):
@@ -410,7 +403,7 @@ def main() -> None:
     print("\none session alone: start CPU-s, peak RSS of the start (MB), RSS after 10 s idle (MB)")
     for kind, s in singles.items():
         print(f"  {kind:8}  {s['cpu_s']:.2f} CPU-s   peak {s['peak_mb']:.0f} MB   steady {s['steady_mb']:.0f} MB")
-    print(f"load after: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f}")
+    print(f"load after: {load()}")
 
 
 if __name__ == "__main__":

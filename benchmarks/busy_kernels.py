@@ -44,6 +44,8 @@ import requests
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
+from figures import load, pct  # noqa: E402
+
 from conftest import Hub, start_demo_hub, stop_process, wait_until  # noqa: E402
 
 KINDS = ("daas-hub", "off")
@@ -153,16 +155,6 @@ class Bench:
         finally:
             stop_process(self.hub.proc, timeout=60)
             shutil.rmtree(self.site, ignore_errors=True)
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))] if ordered else float("nan")
-
-
-def load() -> str:
-    one, five, fifteen = os.getloadavg()
-    return f"{one:.2f} {five:.2f} {fifteen:.2f}"
 
 
 def main() -> None:

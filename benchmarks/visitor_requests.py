@@ -75,6 +75,8 @@ import requests
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
+from figures import load, pct  # noqa: E402
+
 from conftest import Hub, start_demo_hub, stop_process  # noqa: E402
 
 KINDS = ("daas-hub", "vanilla")
@@ -256,11 +258,6 @@ class Target:
         shutil.rmtree(self.site, ignore_errors=True)
 
 
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))] if ordered else float("nan")
-
-
 def summary(runs: list[dict], count: int) -> dict:
     lat = [x for r in runs for x in r["lat"]]
     return {"p50": pct(lat, 0.5) * 1000, "p95": pct(lat, 0.95) * 1000, "max": max(lat) * 1000,
@@ -283,11 +280,6 @@ def row(case: tuple[str, str, str, str], s: dict) -> str:
 def compare(a: dict, b: dict) -> str:
     return (f"p50 {a['p50'] / b['p50']:.2f}x  p95 {a['p95'] / b['p95']:.2f}x  req/s {a['rps'] / b['rps']:.2f}x  "
             f"hub CPU {ratio(a['hub_cpu'], b['hub_cpu'])}")
-
-
-def load() -> str:
-    one, five, fifteen = os.getloadavg()
-    return f"{one:.2f} {five:.2f} {fifteen:.2f}"
 
 
 def main() -> None:
